@@ -1,0 +1,3 @@
+"""Callbacks for `model.fit()` that watch and protect training."""
+
+__all__ = []
