@@ -6,7 +6,9 @@ and its gradient with respect to `x` and the layer's weights, on a
 after a warm-up, eager and compiled (tf.function / jax.jit; torch eager only,
 since `torch.compile` is what `jit_compile=True` means there and is measured
 by the test suite, not here). Peak memory is the rise of the resident set
-during one step, in a fresh child process per candidate.
+during one step (after compilation, for compiled mode), in a fresh child
+process per candidate and mode; for JAX compiled it is XLA's own
+`memory_analysis()` (temporaries + outputs), since XLA reuses buffers.
 
 Besides our layers and the nearest built-ins, "route" rows time alternative
 formulas, which is how each layer's implementation was chosen:
@@ -66,6 +68,10 @@ def candidates():
         "where(x<0, a*x, min(x, 6))": (
             "LeakyReLU6", "route",
             lambda: Route(lambda x: ops.where(x < 0, x * SLOPE, ops.minimum(x, 6.0))),
+        ),
+        "where(x>6, 6, leaky_relu(x, a))": (
+            "LeakyReLU6", "route",
+            lambda: Route(lambda x: ops.where(x > 6.0, 6.0, ops.leaky_relu(x, SLOPE))),
         ),
         "HardSwish": ("HardSwish", "ours", ak.layers.HardSwish),
         'Activation("hard_swish")': (
@@ -165,10 +171,17 @@ def _status_kib(field):
     raise RuntimeError(field)
 
 
-def memory_child(name, size):
-    """Runs in a fresh process: peak RSS rise (MiB) during one eager step."""
+def memory_child(name, size, compiled):
+    """Runs in a fresh process: peak RSS rise (MiB) during one step."""
     x = np.random.default_rng(0).normal(size=(size, size)).astype("float32")
-    fn = step_fn(candidates()[name][2](), x, compiled=False)
+    layer = candidates()[name][2]()
+    if compiled and keras.backend.backend() == "jax":
+        # XLA reuses the warm-up's buffers, so RSS shows nothing; ask XLA for
+        # the compiled program's temporaries and outputs instead (exact).
+        return print(json.dumps({"peak_mib": jax_compiled_bytes(layer, x) / 2**20}))
+    fn = step_fn(layer, x, compiled=compiled)
+    if compiled:
+        fn()  # trace and compile outside the measured step
     # Reset the high-water mark (Linux >= 4.0) so it covers only the step.
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
@@ -177,9 +190,25 @@ def memory_child(name, size):
     print(json.dumps({"peak_mib": (_status_kib("VmHWM") - base) / 1024}))
 
 
-def measure_memory(name, size):
+def jax_compiled_bytes(layer, x):
+    import jax
+    import jax.numpy as jnp
+
+    layer.build(x.shape)
+    params = [v.value for v in layer.trainable_variables]
+
+    def total(params, x):
+        return jnp.sum(layer.stateless_call(params, [], x)[0])
+
+    stats = jax.jit(jax.grad(total, argnums=(0, 1))).lower(params, jnp.asarray(x)).compile()
+    stats = stats.memory_analysis()
+    return stats.temp_size_in_bytes + stats.output_size_in_bytes
+
+
+def measure_memory(name, size, mode):
     out = subprocess.run(
-        [sys.executable, __file__, "--memory-child", name, "--size", str(size)],
+        [sys.executable, __file__, "--memory-child", name, "--size", str(size)]
+        + (["--compiled"] if mode == "compiled" else []),
         capture_output=True, text=True, check=True,
     ).stdout
     return json.loads(out.strip().splitlines()[-1])["peak_mib"]
@@ -192,9 +221,10 @@ def main():
     parser.add_argument("--reps", type=int, default=9)
     parser.add_argument("--only", help="time only this layer group, e.g. LeakyReLU6")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
+    parser.add_argument("--compiled", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
-        return memory_child(args.memory_child, args.size)
+        return memory_child(args.memory_child, args.size, args.compiled)
     if args.quick:
         args.size, args.reps = 256, 2
 
@@ -205,21 +235,23 @@ def main():
         table = {n: c for n, c in table.items() if c[0] == args.only}
     x = np.random.default_rng(0).normal(0, 4, size=(args.size, args.size)).astype("float32")
     times = time_all(table, x, args.reps, modes)
-    memory = {name: measure_memory(name, args.size) for name in table}
+    memory = {(n, m): measure_memory(n, args.size, m) for n in table for m in modes}
 
     print(f"\n### {backend}: {args.size}x{args.size} float32, forward+backward, "
           f"median of {args.reps} interleaved reps (load {os.getloadavg()[0]:.1f})\n")
     header = "| layer | compared with | " + " | ".join(f"time ratio ({m})" for m in modes)
-    print(header + " | peak MiB (ours / theirs) |")
-    print("|---" * (3 + len(modes)) + "|")
+    header += " | " + " | ".join(f"peak MiB ours / theirs ({m})" for m in modes)
+    print(header + " |")
+    print("|---" * (2 + 2 * len(modes)) + "|")
     for group in dict.fromkeys(g for g, _, _ in table.values()):
         ours = next(n for n, (g, r, _) in table.items() if g == group and r == "ours")
         for other, (g, role, _) in table.items():
             if g != group or role == "ours":
                 continue
             ratios = " | ".join(f"{times[ours, m] / times[other, m]:.2f}" for m in modes)
+            mems = " | ".join(f"{memory[ours, m]:.0f} / {memory[other, m]:.0f}" for m in modes)
             label = other if role == "built-in" else f"route: {other}"
-            print(f"| {ours} | {label} | {ratios} | {memory[ours]:.0f} / {memory[other]:.0f} |")
+            print(f"| {ours} | {label} | {ratios} | {mems} |")
     print("\nAbsolute medians (ms): " + ", ".join(
         f"{n} {m} {t * 1e3:.1f}" for (n, m), t in times.items()))
 

@@ -44,6 +44,16 @@ def test_leaky_relu6_matches_numpy_formula(slope, rng):
     np.testing.assert_array_equal(out, np_leaky_relu6(x, slope))
 
 
+def test_non_finite_inputs_follow_the_formula():
+    """NaN must stay visible (NaNGuard relies on it); infinities follow the formula."""
+    x = np.array([np.nan, -np.inf, np.inf, -2.0], "float32")
+    leaky = keras.ops.convert_to_numpy(activations.leaky_relu6(x, 0.1))
+    np.testing.assert_array_equal(leaky, [np.nan, -np.inf, 6.0, np.float32(0.1) * np.float32(-2.0)])
+    prelu = keras.ops.convert_to_numpy(activations.prelu(x, np.float32(0.25)))
+    np.testing.assert_array_equal(prelu, [np.nan, -np.inf, np.inf, -0.5])
+    assert np.isnan(keras.ops.convert_to_numpy(activations.hard_swish(x))[0])
+
+
 def test_leaky_relu6_default_slope_is_001():
     x = np.array([-100.0, 100.0], "float32")
     out = keras.ops.convert_to_numpy(activations.leaky_relu6(x))
