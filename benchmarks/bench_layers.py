@@ -69,9 +69,9 @@ def candidates():
             "LeakyReLU6", "route",
             lambda: Route(lambda x: ops.where(x < 0, x * SLOPE, ops.minimum(x, 6.0))),
         ),
-        "where(x>6, 6, leaky_relu(x, a))": (
+        "min(leaky_relu(x, a), 6)": (
             "LeakyReLU6", "route",
-            lambda: Route(lambda x: ops.where(x > 6.0, 6.0, ops.leaky_relu(x, SLOPE))),
+            lambda: Route(lambda x: ops.minimum(ops.leaky_relu(x, SLOPE), 6.0)),
         ),
         "HardSwish": ("HardSwish", "ours", ak.layers.HardSwish),
         'Activation("hard_swish")': (
