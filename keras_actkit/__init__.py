@@ -2,8 +2,22 @@
 
 from keras_actkit import activations
 from keras_actkit import callbacks
+from keras_actkit import initializers
 from keras_actkit import layers
+from keras_actkit.activation_info import ActivationInfo
+from keras_actkit.activation_info import describe_activation
+from keras_actkit.init_matching import MatchReport
+from keras_actkit.init_matching import match_initializers
 
 __version__ = "0.1.0"
 
-__all__ = ["activations", "callbacks", "layers"]
+__all__ = [
+    "ActivationInfo",
+    "MatchReport",
+    "activations",
+    "callbacks",
+    "describe_activation",
+    "initializers",
+    "layers",
+    "match_initializers",
+]

@@ -1,3 +1,5 @@
 """Callbacks for `model.fit()` that watch and protect training."""
 
-__all__ = []
+from keras_actkit.callbacks.auto_init import AutoInit
+
+__all__ = ["AutoInit"]

@@ -1,0 +1,63 @@
+import logging
+import warnings
+
+import keras
+
+from keras_actkit.init_matching import match_initializers
+
+logger = logging.getLogger(__name__)
+
+
+class AutoInit(keras.callbacks.Callback):
+    """Match every kernel's initializer to its activation when `fit` starts.
+
+    Runs `keras_actkit.match_initializers` in `on_train_begin`, but only while
+    no training step has run yet (`optimizer.iterations == 0`): re-drawing
+    weights that have already learned would throw that learning away, so on a
+    second `fit` it warns once and changes nothing.
+
+    Args:
+        only_defaults: Leave kernels whose initializer the user set. Defaults
+            to True.
+        distribution: `"truncated_normal"` (default), `"untruncated_normal"`
+            or `"uniform"`.
+        seed: Optional seed for the new initializers.
+
+    Attributes:
+        report: The `MatchReport` of the last run, or None if it did nothing.
+
+    Example:
+    ```python
+    model.fit(x, y, callbacks=[keras_actkit.callbacks.AutoInit()])
+    ```
+    """
+
+    def __init__(self, only_defaults=True, distribution="truncated_normal", seed=None):
+        super().__init__()
+        from keras_actkit.initializers import DISTRIBUTIONS
+
+        if distribution not in DISTRIBUTIONS:
+            raise ValueError(
+                f"`distribution` must be one of {DISTRIBUTIONS}. Received: distribution={distribution!r}"
+            )
+        self.only_defaults = only_defaults
+        self.distribution = distribution
+        self.seed = seed
+        self.report = None
+
+    def on_train_begin(self, logs=None):
+        self.report = None
+        optimizer = getattr(self.model, "optimizer", None)
+        steps = 0 if optimizer is None else int(keras.ops.convert_to_numpy(optimizer.iterations))
+        if steps > 0:
+            warnings.warn(
+                f"AutoInit: the model has already trained for {steps} step(s); re-drawing its "
+                "kernels would discard what it learned, so nothing was changed. Use AutoInit on "
+                "the first fit, or call keras_actkit.match_initializers(model) yourself.",
+                stacklevel=2,
+            )
+            return
+        self.report = match_initializers(
+            self.model, only_defaults=self.only_defaults, distribution=self.distribution, seed=self.seed
+        )
+        logger.info("AutoInit matched %d kernel(s):\n%s", len(self.report.matched), self.report)

@@ -1,0 +1,132 @@
+"""Initialisers matched to the activation that follows a kernel.
+
+Every rule is a `keras.initializers.VarianceScaling(scale, mode, distribution)`
+(so a matched initialiser serializes like any Keras initializer):
+
+| activation | rule | scale | mode |
+| --- | --- | --- | --- |
+| ReLU, ReLU6, leaky ReLU (slope `a`), LeakyReLU6, PReLU (initial slope `a`) | He | `2 / (1 + a²)` | fan_in |
+| SELU, ELU | LeCun | `1` | fan_in |
+| tanh, sigmoid, softmax, linear / None | Glorot | `1` | fan_avg |
+| anything else acting elementwise (hard-swish, swish, GELU, mish, your own) | computed | `1 / E[f(z)²]`, `z ~ N(0, 1)` | fan_in |
+
+The computed scale keeps the second moment of the pre-activations at 1 from
+layer to layer (He et al.'s argument, with `E[f(z)²]` in place of ReLU's 1/2);
+it is found by Gauss–Hermite quadrature in numpy and cached per function.
+"""
+
+import functools
+import math
+
+import keras
+import numpy as np
+
+from keras_actkit.activation_info import describe_activation
+
+DISTRIBUTIONS = ("truncated_normal", "untruncated_normal", "uniform")
+HE, LECUN, GLOROT, COMPUTED = "he", "lecun", "glorot", "computed"
+
+_LECUN_NAMES = frozenset({"selu", "elu"})
+_GLOROT_NAMES = frozenset({"tanh", "sigmoid", "softmax", "log_softmax", "linear"})
+_QUADRATURE_POINTS = 160
+
+
+def rule_for(info):
+    """`(rule, scale, mode)` for an `ActivationInfo`: the gain table above."""
+    if info.is_relu_family:
+        return HE, 2.0 / (1.0 + info.negative_slope**2), "fan_in"
+    if info.name in _LECUN_NAMES:
+        return LECUN, 1.0, "fan_in"
+    if info.name in _GLOROT_NAMES:
+        return GLOROT, 1.0, "fan_avg"
+    if info.fn is None:
+        raise ValueError(
+            f"Cannot compute a gain for activation {info.name!r}: no elementwise "
+            "function is known for it. Pass the function itself, or set the "
+            "kernel initializer explicitly."
+        )
+    return COMPUTED, computed_scale(info.fn), "fan_in"
+
+
+def second_moment(fn, points=_QUADRATURE_POINTS):
+    """`E[f(z)²]` for `z ~ N(0, 1)` by Gauss–Hermite quadrature.
+
+    With the physicists' weight `exp(-t²)`, `E[g(z)] = Σ wᵢ g(√2 tᵢ) / √π`.
+    """
+    nodes, weights = np.polynomial.hermite.hermgauss(points)
+    z = (math.sqrt(2.0) * nodes).astype("float32")
+    values = _evaluate_elementwise(fn, z)
+    return float(np.sum(weights * values.astype("float64") ** 2) / math.sqrt(math.pi))
+
+
+def _evaluate_elementwise(fn, z):
+    def call(part):
+        return np.asarray(keras.ops.convert_to_numpy(fn(keras.ops.convert_to_tensor(part))))
+
+    try:
+        values = call(z)
+        # An elementwise function gives the same values on any part of its
+        # input: softmax, normalisations and the like do not.
+        half = len(z) // 2
+        parts = np.concatenate([call(z[:half]), call(z[half:])])
+    except Exception as error:
+        raise ValueError(
+            f"Cannot compute a gain for {fn!r}: calling it on a float32 vector "
+            f"failed with {type(error).__name__}: {error}"
+        ) from error
+    if values.shape != z.shape or parts.shape != z.shape or not np.allclose(parts, values, rtol=1e-5, atol=1e-6):
+        raise ValueError(
+            f"Cannot compute a gain for {fn!r}: it does not act elementwise "
+            "(its output on a vector is not the same shape, or depends on the "
+            "order of the elements). Set the kernel initializer explicitly."
+        )
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"Cannot compute a gain for {fn!r}: it returned non-finite values on N(0, 1) inputs.")
+    return values
+
+
+@functools.lru_cache(maxsize=256)
+def computed_scale(fn):
+    """`1 / E[f(z)²]`, cached per function."""
+    moment = second_moment(fn)
+    if moment <= 1e-12:
+        raise ValueError(f"Cannot compute a gain for {fn!r}: it is (almost) zero on N(0, 1) inputs.")
+    return 1.0 / moment
+
+
+def for_activation(activation, distribution="truncated_normal", seed=None):
+    """The Keras initializer matched to `activation`.
+
+    Args:
+        activation: A name, a Keras or `keras_actkit` activation function, or
+            an activation layer (anything `describe_activation` accepts).
+        distribution: `"truncated_normal"` (default), `"untruncated_normal"`
+            or `"uniform"`, as in `keras.initializers.VarianceScaling`.
+        seed: Optional seed, passed to the initializer.
+
+    Returns:
+        A `keras.initializers.VarianceScaling`.
+
+    Example:
+    ```python
+    init = keras_actkit.initializers.for_activation("relu")
+    init.scale, init.mode   # (2.0, 'fan_in'): He
+    ```
+    """
+    info = describe_activation(activation)
+    if info is None:
+        raise ValueError(
+            f"{activation!r} is not an activation: pass a name, an activation "
+            "function or an activation layer."
+        )
+    return initializer_for_info(info, distribution, seed)
+
+
+def initializer_for_info(info, distribution="truncated_normal", seed=None):
+    """`for_activation` for an already described `ActivationInfo`."""
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(
+            f"`distribution` must be one of {DISTRIBUTIONS}. Received: distribution={distribution!r}"
+        )
+    _, scale, mode = rule_for(info)
+    return keras.initializers.VarianceScaling(scale=scale, mode=mode, distribution=distribution, seed=seed)

@@ -1,0 +1,162 @@
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+import keras_actkit as ak
+
+
+def kernel_std(layer, attr="kernel"):
+    return float(np.std(keras.ops.convert_to_numpy(getattr(layer, attr))))
+
+
+def assert_he(layer, fan_in, slope=0.0):
+    init = layer.kernel_initializer
+    assert (init.mode, init.scale) == ("fan_in", pytest.approx(2.0 / (1.0 + slope**2)))
+    # The kernel was re-drawn: its spread is He's, not Glorot's.
+    assert kernel_std(layer) == pytest.approx(np.sqrt(2.0 / (1.0 + slope**2) / fan_in), rel=0.06)
+
+
+def test_fused_separate_behind_batchnorm_and_nested():
+    inner_in = keras.Input((128,))
+    inner = keras.Model(inner_in, keras.layers.Dense(128, name="inner_last")(inner_in), name="inner")
+    inputs = keras.Input((64,))
+    h = keras.layers.Dense(128, activation="relu", name="fused")(inputs)
+    h = keras.layers.Dense(128, name="separate")(h)
+    h = keras.layers.LeakyReLU(negative_slope=0.3)(h)
+    h = keras.layers.Dense(128, name="behind_bn")(h)
+    h = keras.layers.Dropout(0.1)(keras.layers.BatchNormalization()(h))
+    h = ak.layers.LeakyReLU6(negative_slope=0.1)(h)
+    h = inner(h)
+    h = keras.layers.Activation("selu")(h)
+    outputs = keras.layers.Dense(10, activation="softmax", name="out")(h)
+    model = keras.Model(inputs, outputs)
+
+    report = ak.match_initializers(model)
+
+    assert_he(model.get_layer("fused"), 64)
+    assert_he(model.get_layer("separate"), 128, slope=0.3)
+    assert_he(model.get_layer("behind_bn"), 128, slope=0.1)
+    lecun = inner.get_layer("inner_last").kernel_initializer  # activation outside the nested model
+    assert (lecun.mode, lecun.scale) == ("fan_in", 1.0)
+    assert kernel_std(inner.get_layer("inner_last")) == pytest.approx(np.sqrt(1 / 128), rel=0.06)
+    glorot = model.get_layer("out").kernel_initializer
+    assert (glorot.mode, glorot.scale) == ("fan_avg", 1.0)
+    assert [e.layer for e in report.matched] == ["fused", "separate", "behind_bn", "inner_last", "out"]
+    text = str(report)
+    assert "leaky_relu6(0.1)" in text and "selu" in text and "-> VarianceScaling(2, fan_in" in text
+
+
+def test_sequential_with_conv_and_separate_activation():
+    model = keras.Sequential([
+        keras.Input((12, 12, 8)),
+        keras.layers.Conv2D(64, 3, name="conv"),
+        keras.layers.BatchNormalization(),
+        keras.layers.ReLU(),
+        keras.layers.Flatten(),
+        keras.layers.Dense(8, activation="tanh", name="dense"),
+    ])
+    ak.match_initializers(model)
+    assert_he(model.get_layer("conv"), 3 * 3 * 8)
+    assert model.get_layer("dense").kernel_initializer.mode == "fan_avg"
+
+
+def test_user_set_initializers_and_biases_are_left_alone():
+    model = keras.Sequential([
+        keras.Input((32,)),
+        keras.layers.Dense(32, activation="relu", kernel_initializer="orthogonal", name="user"),
+        keras.layers.Dense(32, activation="relu", bias_initializer="ones", name="default"),
+    ])
+    user_kernel = model.get_layer("user").get_weights()[0].copy()
+    bias = model.get_layer("default").get_weights()[1].copy()
+    report = ak.match_initializers(model)
+    np.testing.assert_array_equal(model.get_layer("user").get_weights()[0], user_kernel)
+    np.testing.assert_array_equal(model.get_layer("default").get_weights()[1], bias)
+    assert [e.action for e in report.entries] == ["kept (user-set)", "matched"]
+
+    ak.match_initializers(model, only_defaults=False)
+    assert not np.array_equal(model.get_layer("user").get_weights()[0], user_kernel)
+    assert model.get_layer("user").kernel_initializer.scale == 2.0
+
+
+def test_disagreeing_paths_are_reported_not_guessed():
+    inputs = keras.Input((8,))
+    h = keras.layers.Dense(8, name="shared_out")(inputs)
+    outputs = keras.layers.Concatenate()([keras.layers.ReLU()(h), keras.layers.Activation("tanh")(h)])
+    model = keras.Model(inputs, outputs)
+    before = model.get_layer("shared_out").get_weights()[0].copy()
+    (entry,) = ak.match_initializers(model).entries
+    assert entry.action == "kept (ambiguous)" and "relu" in entry.activation and "tanh" in entry.activation
+    np.testing.assert_array_equal(model.get_layer("shared_out").get_weights()[0], before)
+
+
+class Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.hidden = keras.layers.Dense(16, activation="relu", name="hidden")
+
+    def call(self, x):
+        return self.hidden(x)
+
+
+def test_subclassed_models_get_one_clear_warning():
+    model = Subclassed()
+    model(np.zeros((1, 4), "float32"))
+    before = model.hidden.get_weights()[0].copy()
+    with pytest.warns(UserWarning, match="cannot walk subclassed.*hidden"):
+        report = ak.match_initializers(model)
+    assert report.skipped == ["hidden"] and not report.entries
+    np.testing.assert_array_equal(model.hidden.get_weights()[0], before)
+
+
+def test_unbuilt_model_is_a_clear_error():
+    with pytest.raises(ValueError, match="built"):
+        ak.match_initializers(keras.Sequential([keras.layers.Dense(2)]))
+
+
+def test_matched_model_saves_and_loads(tmp_path):
+    model = keras.Sequential([
+        keras.Input((6,)),
+        keras.layers.Dense(16, activation=ak.activations.hard_swish, name="hs"),
+        keras.layers.Dense(2),
+    ])
+    ak.match_initializers(model)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    init = loaded.get_layer("hs").kernel_initializer
+    assert init.get_config() == model.get_layer("hs").kernel_initializer.get_config()
+    x = np.ones((3, 6), "float32")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def small_model():
+    model = keras.Sequential([
+        keras.Input((8,)),
+        keras.layers.Dense(64, activation="relu", name="hidden"),
+        keras.layers.Dense(1),
+    ])
+    model.compile("sgd", "mse")
+    return model
+
+
+def test_auto_init_matches_before_the_first_step_only():
+    model = small_model()
+    x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
+    y = x[:, :1]
+    callback = ak.callbacks.AutoInit()
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[callback])
+    assert model.get_layer("hidden").kernel_initializer.scale == 2.0
+    assert [e.layer for e in callback.report.matched] == ["hidden", "dense"]
+
+    kernel = model.get_layer("hidden").get_weights()[0].copy()
+    model.optimizer.learning_rate = 0.0  # a second fit then changes nothing itself
+    with pytest.warns(UserWarning, match="already trained for 1 step"):
+        model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[callback])
+    assert callback.report is None
+    np.testing.assert_array_equal(model.get_layer("hidden").get_weights()[0], kernel)
+
+
+def test_auto_init_rejects_a_bad_distribution():
+    with pytest.raises(ValueError, match="distribution"):
+        ak.callbacks.AutoInit(distribution="gaussian")
