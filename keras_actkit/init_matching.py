@@ -6,6 +6,11 @@ output: the layer's own `activation`, else the first activation layer reached
 through layers that keep each value in place (normalisation, dropout, noise,
 reshaping). A kernel that reaches an activation by several paths that
 disagree is left alone and reported.
+
+A kernel that reads the model's input directly (through value-preserving or
+input-preprocessing layers only) gets `n·Var[w] = 1` (LeCun) rather than the
+ReLU or computed gain, as He et al. 2015 derive for the first layer: its input
+is the data, whose second moment is not the activation's.
 """
 
 import collections
@@ -16,6 +21,9 @@ import keras
 
 from keras_actkit.activation_info import describe_activation
 from keras_actkit.initializers import initializer_for_info
+
+# Activations whose rule already ignores what feeds the kernel (Glorot, LeCun).
+INPUT_LAYER_KEEPS = frozenset({"tanh", "sigmoid", "softmax", "log_softmax", "linear", "selu", "elu"})
 
 # Layers between a kernel and its activation that leave the pre-activation's
 # role intact: they normalise, drop, perturb or move values, never mix them.
@@ -36,6 +44,8 @@ PASS_THROUGH = (
     keras.layers.Reshape,
     keras.layers.Permute,
 )
+# Input preprocessing: a kernel behind these still reads raw data.
+INPUT_PREPROCESSING = (keras.layers.Normalization, keras.layers.Rescaling)
 # (layer class, attribute of the kernel(s) whose output the activation sees,
 # attribute of its initializer). A separable conv's depthwise kernel feeds its
 # pointwise kernel linearly, so only the pointwise one is matched.
@@ -116,7 +126,8 @@ class _Graph:
         self.consumers = collections.defaultdict(list)  # id(tensor) -> [(node, position)]
         self.exits = {}  # id(inner output tensor) -> [outer output tensor]
         self.entries = {}  # (id(model), position) -> inner input tensor
-        self.kernel_nodes = []  # (layer, output tensor)
+        self.kernel_nodes = []  # (layer, node)
+        self.inner_inputs = {}  # id(nested model's input tensor) -> outer tensor
         self.unwalkable = []
         self._add(model)
 
@@ -135,7 +146,7 @@ class _Graph:
                 if isinstance(op, keras.Model):
                     self._add_nested(op, node)
                 elif _kernel_spec(op) is not None:
-                    self.kernel_nodes.append((op, node.output_tensors[0]))
+                    self.kernel_nodes.append((op, node))
 
     def _add_nested(self, inner, node):
         self._add(inner)
@@ -144,8 +155,26 @@ class _Graph:
             return
         for position, tensor in enumerate(keras.tree.flatten(inner_fn.inputs)):
             self.entries[(id(inner), position)] = tensor
+            if position < len(node.input_tensors):
+                self.inner_inputs[id(tensor)] = node.input_tensors[position]
         for inner_out, outer_out in zip(keras.tree.flatten(inner_fn.outputs), node.output_tensors):
             self.exits.setdefault(id(inner_out), []).append(outer_out)
+
+    def reads_model_input(self, tensor):
+        """True if `tensor` is the model's input, up to value-preserving layers."""
+        for _ in range(10_000):
+            history = getattr(tensor, "_keras_history", None)
+            op = None if history is None else history.operation
+            if op is None or isinstance(op, keras.layers.InputLayer):
+                outer = self.inner_inputs.get(id(tensor))
+                if outer is None:
+                    return True
+                tensor = outer
+            elif isinstance(op, PASS_THROUGH + INPUT_PREPROCESSING):
+                tensor = op._inbound_nodes[history.node_index].input_tensors[0]
+            else:
+                return False
+        return False
 
     def activations_after(self, tensor, seen=None):
         """The first activation reached from `tensor`, one per path."""
@@ -227,13 +256,13 @@ def match_initializers(model, only_defaults=True, distribution="truncated_normal
             stacklevel=2,
         )
     done = set()
-    for layer, tensor in graph.kernel_nodes:
+    for layer, node in graph.kernel_nodes:
         if id(layer) in done:
             continue  # a shared layer is matched on its first call
         done.add(id(layer))
         kernel_attr, init_attr = _kernel_spec(layer)
         old_init = getattr(layer, init_attr)
-        info, label = _activation_for(layer, graph, tensor)
+        info, label = _activation_for(layer, graph, node.output_tensors[0])
         old = describe_initializer(old_init)
         if info is None:
             report.entries.append(MatchEntry(layer.name, label, old, old, "kept (ambiguous)"))
@@ -241,7 +270,16 @@ def match_initializers(model, only_defaults=True, distribution="truncated_normal
         if only_defaults and _is_user_set(old_init):
             report.entries.append(MatchEntry(layer.name, label, old, old, "kept (user-set)"))
             continue
-        new_init = initializer_for_info(info, distribution, seed)
+        if info.name not in INPUT_LAYER_KEEPS and graph.reads_model_input(node.input_tensors[0]):
+            # He et al. 2015: the first layer's input is the data, not an
+            # activation's output, so its weights want n*Var[w] = 1. For ReLU
+            # the gain there only rescales everything by sqrt(2); for
+            # activations whose variance map is unstable (swish, GELU,
+            # hard-swish) it starts the signal off its fixed point.
+            new_init = keras.initializers.VarianceScaling(1.0, "fan_in", distribution, seed=seed)
+            label += " (input layer: LeCun)"
+        else:
+            new_init = initializer_for_info(info, distribution, seed)
         kernel = getattr(layer, kernel_attr)
         kernel.assign(new_init(kernel.shape, dtype=kernel.dtype))
         setattr(layer, init_attr, new_init)

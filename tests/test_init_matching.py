@@ -11,18 +11,23 @@ def kernel_std(layer, attr="kernel"):
     return float(np.std(keras.ops.convert_to_numpy(getattr(layer, attr))))
 
 
-def assert_he(layer, fan_in, slope=0.0):
+def assert_variance_scaling(layer, fan_in, scale, attr="kernel"):
     init = layer.kernel_initializer
-    assert (init.mode, init.scale) == ("fan_in", pytest.approx(2.0 / (1.0 + slope**2)))
-    # The kernel was re-drawn: its spread is He's, not Glorot's.
-    assert kernel_std(layer) == pytest.approx(np.sqrt(2.0 / (1.0 + slope**2) / fan_in), rel=0.06)
+    assert (init.mode, init.scale) == ("fan_in", pytest.approx(scale))
+    # The kernel was re-drawn: its spread is the new rule's, not Glorot's.
+    assert kernel_std(layer, attr) == pytest.approx(np.sqrt(scale / fan_in), rel=0.06)
+
+
+def assert_he(layer, fan_in, slope=0.0):
+    assert_variance_scaling(layer, fan_in, 2.0 / (1.0 + slope**2))
 
 
 def test_fused_separate_behind_batchnorm_and_nested():
     inner_in = keras.Input((128,))
     inner = keras.Model(inner_in, keras.layers.Dense(128, name="inner_last")(inner_in), name="inner")
     inputs = keras.Input((64,))
-    h = keras.layers.Dense(128, activation="relu", name="fused")(inputs)
+    h = keras.layers.Dense(128, activation="relu", name="first")(inputs)
+    h = keras.layers.Dense(128, activation="relu", name="fused")(h)
     h = keras.layers.Dense(128, name="separate")(h)
     h = keras.layers.LeakyReLU(negative_slope=0.3)(h)
     h = keras.layers.Dense(128, name="behind_bn")(h)
@@ -35,7 +40,8 @@ def test_fused_separate_behind_batchnorm_and_nested():
 
     report = ak.match_initializers(model)
 
-    assert_he(model.get_layer("fused"), 64)
+    assert_variance_scaling(model.get_layer("first"), 64, 1.0)  # reads the data: LeCun
+    assert_he(model.get_layer("fused"), 128)
     assert_he(model.get_layer("separate"), 128, slope=0.3)
     assert_he(model.get_layer("behind_bn"), 128, slope=0.1)
     lecun = inner.get_layer("inner_last").kernel_initializer  # activation outside the nested model
@@ -43,9 +49,30 @@ def test_fused_separate_behind_batchnorm_and_nested():
     assert kernel_std(inner.get_layer("inner_last")) == pytest.approx(np.sqrt(1 / 128), rel=0.06)
     glorot = model.get_layer("out").kernel_initializer
     assert (glorot.mode, glorot.scale) == ("fan_avg", 1.0)
-    assert [e.layer for e in report.matched] == ["fused", "separate", "behind_bn", "inner_last", "out"]
+    assert [e.layer for e in report.matched] == ["first", "fused", "separate", "behind_bn", "inner_last", "out"]
     text = str(report)
     assert "leaky_relu6(0.1)" in text and "selu" in text and "-> VarianceScaling(2, fan_in" in text
+    assert "relu (input layer: LeCun)" in text
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu", ak.activations.hard_swish])
+def test_kernel_reading_the_data_gets_lecun_even_behind_preprocessing(activation):
+    inputs = keras.Input((32,))
+    h = keras.layers.Rescaling(0.5)(inputs)
+    h = keras.layers.Dropout(0.1)(h)
+    first = keras.layers.Dense(256, activation=activation, name="first")
+    second = keras.layers.Dense(256, activation=activation, name="second")
+    model = keras.Model(inputs, second(first(h)))
+    ak.match_initializers(model)
+    assert_variance_scaling(first, 32, 1.0)
+    expected = ak.initializers.for_activation(activation).scale
+    assert_variance_scaling(second, 256, expected)
+
+
+def test_tanh_and_selu_keep_their_rule_on_the_input_layer():
+    model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8, activation="tanh", name="t")])
+    ak.match_initializers(model)
+    assert model.get_layer("t").kernel_initializer.mode == "fan_avg"
 
 
 def test_sequential_with_conv_and_separate_activation():
@@ -58,13 +85,14 @@ def test_sequential_with_conv_and_separate_activation():
         keras.layers.Dense(8, activation="tanh", name="dense"),
     ])
     ak.match_initializers(model)
-    assert_he(model.get_layer("conv"), 3 * 3 * 8)
+    assert_variance_scaling(model.get_layer("conv"), 3 * 3 * 8, 1.0)  # reads the data
     assert model.get_layer("dense").kernel_initializer.mode == "fan_avg"
 
 
 def test_user_set_initializers_and_biases_are_left_alone():
     model = keras.Sequential([
         keras.Input((32,)),
+        keras.layers.Dense(32, name="data"),
         keras.layers.Dense(32, activation="relu", kernel_initializer="orthogonal", name="user"),
         keras.layers.Dense(32, activation="relu", bias_initializer="ones", name="default"),
     ])
@@ -73,7 +101,7 @@ def test_user_set_initializers_and_biases_are_left_alone():
     report = ak.match_initializers(model)
     np.testing.assert_array_equal(model.get_layer("user").get_weights()[0], user_kernel)
     np.testing.assert_array_equal(model.get_layer("default").get_weights()[1], bias)
-    assert [e.action for e in report.entries] == ["kept (user-set)", "matched"]
+    assert [e.action for e in report.entries] == ["matched", "kept (user-set)", "matched"]
 
     ak.match_initializers(model, only_defaults=False)
     assert not np.array_equal(model.get_layer("user").get_weights()[0], user_kernel)
@@ -133,6 +161,7 @@ def test_matched_model_saves_and_loads(tmp_path):
 def small_model():
     model = keras.Sequential([
         keras.Input((8,)),
+        keras.layers.Dense(16, name="data"),
         keras.layers.Dense(64, activation="relu", name="hidden"),
         keras.layers.Dense(1),
     ])
@@ -147,7 +176,7 @@ def test_auto_init_matches_before_the_first_step_only():
     callback = ak.callbacks.AutoInit()
     model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[callback])
     assert model.get_layer("hidden").kernel_initializer.scale == 2.0
-    assert [e.layer for e in callback.report.matched] == ["hidden", "dense"]
+    assert [e.layer for e in callback.report.matched] == ["data", "hidden", "dense"]
 
     kernel = model.get_layer("hidden").get_weights()[0].copy()
     model.optimizer.learning_rate = 0.0  # a second fit then changes nothing itself
