@@ -18,6 +18,7 @@ import dataclasses
 import warnings
 
 import keras
+import numpy as np
 
 from keras_actkit.activation_info import describe_activation
 from keras_actkit.initializers import initializer_for_info
@@ -76,6 +77,7 @@ class MatchEntry:
     old: str
     new: str
     action: str  # "matched" | "kept (user-set)" | "kept (ambiguous: ...)"
+    calibration: float = None  # kernel multiplier found by calibration, if any
 
 
 @dataclasses.dataclass
@@ -93,7 +95,8 @@ class MatchReport:
         rows = [("layer", "activation", "initializer", "action")]
         for e in self.entries:
             change = e.old if e.action != "matched" else f"{e.old} -> {e.new}"
-            rows.append((e.layer, e.activation, change, e.action))
+            action = e.action if e.calibration is None else f"{e.action}, calibrated x{e.calibration:.3g}"
+            rows.append((e.layer, e.activation, change, action))
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
         if self.skipped:
@@ -216,7 +219,14 @@ def _label(info):
     return info.name + (f"({info.negative_slope:g})" if info.negative_slope else "")
 
 
-def match_initializers(model, only_defaults=True, distribution="truncated_normal", seed=None):
+def match_initializers(
+    model,
+    only_defaults=True,
+    distribution="truncated_normal",
+    seed=None,
+    calibration_data=None,
+    tolerance=0.05,
+):
     """Re-draw every kernel with the initializer matched to its activation.
 
     Args:
@@ -228,6 +238,16 @@ def match_initializers(model, only_defaults=True, distribution="truncated_normal
             counts as not set. If False, every kernel is re-drawn.
         distribution: Passed to `keras_actkit.initializers.for_activation`.
         seed: Optional seed for the new initializers.
+        calibration_data: Optional batch of real inputs (what `model.predict`
+            takes). After matching, each matched kernel of the top-level graph
+            is rescaled in order, input side first, until its pre-activation
+            has unit standard deviation on this batch (layer-sequential unit
+            variance, Mishkin & Matas 2016). Needed for deep stacks of swish,
+            GELU or hard-swish: for them the variance-preserving gain is a
+            repelling fixed point, so a fixed gain drifts away with depth.
+            The initializer's recorded scale is updated to match.
+        tolerance: Calibration stops when `|std - 1| <= tolerance`, a float in
+            (0, 1). Defaults to 0.05.
 
     Returns:
         A `MatchReport` whose `str` is a table: layer, activation found,
@@ -243,6 +263,8 @@ def match_initializers(model, only_defaults=True, distribution="truncated_normal
         raise ValueError(f"`model` must be a keras.Model. Received: {type(model).__name__}")
     if not model.built:
         raise ValueError("`model` must be built (give it an Input or call it once) before its kernels can be matched.")
+    if not 0.0 < tolerance < 1.0:
+        raise ValueError(f"`tolerance` must lie in (0, 1). Received: tolerance={tolerance!r}")
     graph = _Graph(model)
     report = MatchReport()
     for unwalkable in graph.unwalkable:
@@ -255,7 +277,7 @@ def match_initializers(model, only_defaults=True, distribution="truncated_normal
             "keras_actkit.initializers.for_activation(...).",
             stacklevel=2,
         )
-    done = set()
+    done, matched = set(), []
     for layer, node in graph.kernel_nodes:
         if id(layer) in done:
             continue  # a shared layer is matched on its first call
@@ -284,5 +306,40 @@ def match_initializers(model, only_defaults=True, distribution="truncated_normal
         kernel.assign(new_init(kernel.shape, dtype=kernel.dtype))
         setattr(layer, init_attr, new_init)
         report.entries.append(MatchEntry(layer.name, label, old, describe_initializer(new_init), "matched"))
+        matched.append((layer, node, report.entries[-1]))
+    if calibration_data is not None:
+        _calibrate(model, matched, calibration_data, tolerance)
     return report
+
+
+def _calibrate(model, matched, data, tolerance, max_iterations=10):
+    """Rescale each kernel until its pre-activation has unit std on `data`."""
+    for layer, node, entry in matched:
+        try:
+            probe = keras.Model(model.inputs, node.input_tensors[0])
+        except ValueError:
+            entry.action += " (not calibrated: inside a nested model)"
+            continue
+        layer_input = probe.predict(data, verbose=0)
+        kernel_attr, init_attr = _kernel_spec(layer)
+        kernel = getattr(layer, kernel_attr)
+        fused = getattr(layer, "activation", None)
+        factor = 1.0
+        try:
+            if fused is not None:
+                layer.activation = keras.activations.linear  # read the pre-activation
+            for _ in range(max_iterations):
+                std = float(np.std(keras.ops.convert_to_numpy(layer(layer_input))))
+                if not np.isfinite(std) or std == 0.0 or abs(std - 1.0) <= tolerance:
+                    break
+                kernel.assign(kernel * (1.0 / std))
+                factor /= std
+        finally:
+            if fused is not None:
+                layer.activation = fused
+        init = getattr(layer, init_attr)
+        setattr(layer, init_attr, keras.initializers.VarianceScaling(
+            init.scale * factor**2, init.mode, init.distribution, seed=init.get_config()["seed"]))
+        entry.new = describe_initializer(getattr(layer, init_attr))
+        entry.calibration = factor
 

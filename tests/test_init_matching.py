@@ -189,3 +189,47 @@ def test_auto_init_matches_before_the_first_step_only():
 def test_auto_init_rejects_a_bad_distribution():
     with pytest.raises(ValueError, match="distribution"):
         ak.callbacks.AutoInit(distribution="gaussian")
+
+
+def np_swish(x):
+    return x / (1.0 + np.exp(-x))
+
+
+def test_calibration_gives_unit_variance_at_every_layer_in_a_numpy_forward_pass():
+    depth, width = 12, 128
+    model = keras.Sequential(
+        [keras.Input((width,))] + [keras.layers.Dense(width, activation="swish") for _ in range(depth)]
+    )
+    rng = np.random.default_rng(0)
+    calib = rng.standard_normal((256, width)).astype("float32")
+    report = ak.match_initializers(model, calibration_data=calib, tolerance=0.02)
+    assert all(e.calibration is not None for e in report.entries)
+    assert "calibrated x" in str(report)
+
+    h = calib.astype("float64")
+    for layer in model.layers:
+        kernel, bias = layer.get_weights()
+        pre = h @ kernel + bias
+        assert np.std(pre) == pytest.approx(1.0, abs=0.025)
+        h = np_swish(pre)
+    # The recorded initializer describes the calibrated kernels.
+    last = model.layers[-1]
+    assert last.kernel_initializer.scale / width == pytest.approx(np.var(last.get_weights()[0]), rel=0.1)
+
+
+def test_calibration_skips_nested_kernels_and_says_so():
+    inner_in = keras.Input((16,))
+    inner = keras.Model(inner_in, keras.layers.Dense(16, activation="relu", name="nested")(inner_in))
+    inputs = keras.Input((16,))
+    model = keras.Model(inputs, inner(keras.layers.Dense(16, activation="relu", name="top")(inputs)))
+    report = ak.match_initializers(model, calibration_data=np.ones((8, 16), "float32"))
+    actions = {e.layer: e.action for e in report.entries}
+    assert "not calibrated: inside a nested model" in actions["nested"]
+    assert report.entries[0].calibration is not None
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 1.0, -0.1])
+def test_bad_tolerance(tolerance):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match=r"tolerance.*\(0, 1\)"):
+        ak.match_initializers(model, tolerance=tolerance)

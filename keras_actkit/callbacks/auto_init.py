@@ -22,6 +22,9 @@ class AutoInit(keras.callbacks.Callback):
         distribution: `"truncated_normal"` (default), `"untruncated_normal"`
             or `"uniform"`.
         seed: Optional seed for the new initializers.
+        calibration_data: Optional batch of real inputs; see
+            `keras_actkit.match_initializers`. Recommended for deep stacks of
+            swish, GELU or hard-swish.
 
     Attributes:
         report: The `MatchReport` of the last run, or None if it did nothing.
@@ -32,7 +35,7 @@ class AutoInit(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, only_defaults=True, distribution="truncated_normal", seed=None):
+    def __init__(self, only_defaults=True, distribution="truncated_normal", seed=None, calibration_data=None):
         super().__init__()
         from keras_actkit.initializers import DISTRIBUTIONS
 
@@ -43,6 +46,7 @@ class AutoInit(keras.callbacks.Callback):
         self.only_defaults = only_defaults
         self.distribution = distribution
         self.seed = seed
+        self.calibration_data = calibration_data
         self.report = None
 
     def on_train_begin(self, logs=None):
@@ -58,6 +62,10 @@ class AutoInit(keras.callbacks.Callback):
             )
             return
         self.report = match_initializers(
-            self.model, only_defaults=self.only_defaults, distribution=self.distribution, seed=self.seed
+            self.model,
+            only_defaults=self.only_defaults,
+            distribution=self.distribution,
+            seed=self.seed,
+            calibration_data=self.calibration_data,
         )
         logger.info("AutoInit matched %d kernel(s):\n%s", len(self.report.matched), self.report)
