@@ -6,6 +6,7 @@ from keras_actkit import initializers
 from keras_actkit import layers
 from keras_actkit.activation_info import ActivationInfo
 from keras_actkit.activation_info import describe_activation
+from keras_actkit.callbacks.lr_finder import find_lr
 from keras_actkit.init_matching import MatchReport
 from keras_actkit.init_matching import match_initializers
 
@@ -17,6 +18,7 @@ __all__ = [
     "activations",
     "callbacks",
     "describe_activation",
+    "find_lr",
     "initializers",
     "layers",
     "match_initializers",

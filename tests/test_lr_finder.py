@@ -1,0 +1,199 @@
+import importlib.util
+
+import keras
+import numpy as np
+import pytest
+
+import keras_actkit as ak
+from keras_actkit.callbacks.lr_finder import lr_ladder
+
+HAS_TF = importlib.util.find_spec("tensorflow") is not None
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def data(n=128, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 6)).astype("float32")
+    return x, (x[:, 0] + 0.5 * x[:, 1] > 0).astype("int32")
+
+
+def classifier(optimizer=None):
+    model = keras.Sequential([
+        keras.Input((6,)),
+        keras.layers.Dense(16),
+        keras.layers.BatchNormalization(),
+        ak.layers.LeakyReLU6(),
+        keras.layers.Dense(2),
+    ])
+    model.compile(optimizer or keras.optimizers.Adam(1e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def state(model):
+    values = [keras.ops.convert_to_numpy(v.value).copy() for v in model.variables]
+    return values + [keras.ops.convert_to_numpy(v.value).copy() for v in model.optimizer.variables]
+
+
+def assert_same_state(before, model):
+    after = state(model)
+    assert len(before) == len(after)
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_recorded_lrs_are_the_ones_used_and_losses_are_per_batch():
+    """loss = w with gradient 1: SGD lowers the loss by exactly the LR used."""
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="ones")])
+    model.compile(keras.optimizers.SGD(0.1), loss=lambda y_true, y_pred: keras.ops.mean(y_pred))
+    x = np.ones((16, 1), "float32")
+    result = ak.find_lr(model, x, x, batch_size=8, start_lr=1e-3, end_lr=1.0, num_steps=20, diverge_threshold=None)
+    assert len(result.losses) == 20  # 2 batches an epoch, repeated over 10 epochs
+    steps = result.losses[:-1] - result.losses[1:]
+    # Keras's running mean is float32 and undoing it multiplies its rounding
+    # by the batch index (<= 2 here): ~4 ulp of 1.0 (4.8e-7). Neighbouring
+    # rungs differ by 44%, so an off-by-one step cannot pass.
+    np.testing.assert_allclose(steps, result.lrs[:-1], rtol=1e-6, atol=5e-7)
+    np.testing.assert_array_equal(result.lrs, lr_ladder(1e-3, 1.0, 20, "exponential").astype("float64"))
+    assert result.losses[-1] < 0  # the loss went negative without a false divergence stop
+    np.testing.assert_array_equal(model.get_weights()[0], [[1.0]])  # restored
+
+
+def test_bitwise_restore_and_reproducible_fit_afterwards():
+    x, y = data()
+    keras.utils.set_random_seed(7)
+    reference = classifier()
+    weights = reference.get_weights()
+    reference_history = reference.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0).history["loss"]
+
+    keras.utils.set_random_seed(7)
+    model = classifier()
+    model.set_weights(weights)
+    before = [w.copy() for w in model.get_weights()]
+    result = ak.find_lr(model, x, y, batch_size=16, num_steps=30)
+    assert result.stop_reason in ("diverged", "end reached", "non-finite loss")
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 0
+    assert not model.stop_training
+    history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0).history["loss"]
+    np.testing.assert_allclose(history, reference_history, rtol=1e-6)
+
+
+def test_restore_after_training_state_and_when_interrupted():
+    x, y = data()
+    model = classifier(keras.optimizers.SGD(0.01, momentum=0.9))
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # non-zero moments and BN statistics
+    before = state(model)
+
+    class Boom(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 4:
+                raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        ak.find_lr(model, x, y, batch_size=16, num_steps=30, callbacks=[Boom()])
+    assert_same_state(before, model)
+    ak.find_lr(model, x, y, batch_size=16, num_steps=30)
+    assert_same_state(before, model)
+
+
+def test_divergence_stops_early_and_leaves_finite_weights():
+    x, y = data()
+    model = classifier(keras.optimizers.SGD(0.01))
+    result = ak.find_lr(model, x, y * 1, batch_size=16, start_lr=1e-2, end_lr=1e6, num_steps=60)
+    assert result.stop_reason in ("diverged", "non-finite loss")
+    assert len(result.losses) < 60
+    assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+
+
+def test_schedule_is_restored_and_apply_says_why_it_cannot_set_it():
+    x, y = data()
+    schedule = keras.optimizers.schedules.ExponentialDecay(1e-2, 10, 0.9)
+    model = classifier(keras.optimizers.SGD(schedule))
+    result = ak.find_lr(model, x, y, batch_size=16, num_steps=20)
+    assert model.optimizer._learning_rate is schedule
+    with pytest.raises(ValueError, match="schedule"):
+        result.apply(model)
+
+
+def test_apply_and_plot():
+    x, y = data()
+    model = classifier()
+    result = ak.find_lr(model, x, y, batch_size=16, num_steps=30)
+    lr = result.apply(model, rule="minimum/10")
+    assert float(model.optimizer.learning_rate) == pytest.approx(lr)
+    figure = result.plot()
+    assert figure.axes[0].get_xscale() == "log"
+    assert set(result.to_dict()) >= {"lrs", "losses", "smoothed_losses", "suggestion", "suggestions", "stop_reason"}
+
+
+def test_never_compiled_model_is_a_clear_error():
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="compile"):
+        ak.find_lr(model, *data())
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(start_lr=0), "start_lr"), (dict(end_lr=1e-8), "end_lr"), (dict(num_steps=2), "num_steps"),
+    (dict(mode="cosine"), "mode"), (dict(beta=1.0), "beta"), (dict(diverge_threshold=0.5), "diverge_threshold"),
+])
+def test_bad_arguments(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        ak.callbacks.LRFinder(**kwargs)
+
+
+def batches(x, y, size=16):
+    for i in range(0, len(x), size):
+        yield x[i:i + size], y[i:i + size]
+
+
+class Batches(keras.utils.PyDataset):
+    def __init__(self, x, y):
+        super().__init__()
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.x) // 16
+
+    def __getitem__(self, i):
+        return self.x[i * 16:(i + 1) * 16], self.y[i * 16:(i + 1) * 16]
+
+
+def endless(x, y):
+    while True:
+        yield from batches(x, y)
+
+
+def make_input(kind, x, y):
+    if kind == "tf.data":
+        import tensorflow as tf
+
+        return tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    if kind == "PyDataset":
+        return Batches(x, y)
+    if kind == "generator":
+        return endless(x, y)
+    if kind == "DataLoader":
+        import torch
+
+        return torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y.astype("int64"))), batch_size=16)
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind", [
+    pytest.param("tf.data", marks=pytest.mark.skipif(not HAS_TF, reason="tensorflow not installed")),
+    "PyDataset",
+    "generator",
+    pytest.param("DataLoader", marks=pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")),
+])
+def test_input_types_repeat_short_data_and_stop_at_num_steps(kind):
+    x, y = data(64)  # 4 batches: the finder must repeat them
+    model = classifier()
+    before = [w.copy() for w in model.get_weights()]
+    result = ak.find_lr(model, make_input(kind, x, y), num_steps=10, diverge_threshold=None)
+    assert len(result.losses) == 10 and result.stop_reason == "end reached"
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
