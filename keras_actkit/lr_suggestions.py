@@ -1,14 +1,16 @@
 """Learning-rate suggestions from a range test: small pure functions on arrays.
 
-Every rule takes the learning rates tried (increasing) and the smoothed losses
-recorded at them, and returns one learning rate (or None when the curve says
-nothing). Non-finite losses, e.g. a NaN tail after divergence, are ignored.
+Every rule takes the learning rates tried (increasing) and the raw per-batch
+losses recorded at them, and returns one learning rate (or None when the
+curve says nothing). Each rule smooths the losses its own way (the peers'
+rules exactly as their libraries do). Non-finite losses, e.g. a NaN tail
+after divergence, end the curve.
 """
 
 import numpy as np
 
 
-def smooth(losses, beta=0.98):
+def smooth(losses, beta=0.9):
     """Exponential moving average with bias correction (as in Adam).
 
     `s_i = beta * s_{i-1} + (1 - beta) * l_i`, reported as `s_i / (1 - beta^i)`,
@@ -26,85 +28,127 @@ def smooth(losses, beta=0.98):
     return out
 
 
+def running_median(lrs, losses, half_width=0.5):
+    """Median of the losses within `half_width` decades of LR around each point.
+
+    Centred, so it does not lag behind the LR the way an exponential average
+    does (at 100 steps over 8 decades, beta=0.98 lags by about 4 decades), and
+    a median, so one exploding batch does not drag the curve.
+    """
+    lrs, losses = np.asarray(lrs, dtype="float64"), np.asarray(losses, dtype="float64")
+    x = np.log10(lrs)
+    low = np.searchsorted(x, x - half_width - 1e-12, side="left")
+    high = np.searchsorted(x, x + half_width + 1e-12, side="right")
+    return np.array([np.median(losses[a:b]) for a, b in zip(low, high)])
+
+
 def _finite(lrs, losses):
     lrs, losses = np.asarray(lrs, dtype="float64"), np.asarray(losses, dtype="float64")
     if lrs.shape != losses.shape or lrs.ndim != 1:
         raise ValueError(f"`lrs` and `losses` must be 1-D and of one length. Received shapes {lrs.shape} and {losses.shape}")
-    keep = np.isfinite(losses) & np.isfinite(lrs) & (lrs > 0)
-    return lrs[keep], losses[keep]
+    bad = np.flatnonzero(~(np.isfinite(losses) & np.isfinite(lrs) & (lrs > 0)))
+    end = bad[0] if bad.size else lrs.size  # the curve ends at its first bad point
+    return lrs[:end], losses[:end]
 
 
-def minimum_over(lrs, losses, divisor=10.0):
-    """The LR at the lowest loss, divided by `divisor` (fastai's "minimum"/10)."""
-    lrs, losses = _finite(lrs, losses)
-    if lrs.size == 0:
-        return None
-    return float(lrs[np.argmin(losses)] / divisor)
+def _trim(lrs, losses, skip_start, skip_end):
+    stop = lrs.size - skip_end
+    return lrs[skip_start:stop], losses[skip_start:stop]
 
 
-def steepest(lrs, losses):
-    """Where the loss falls fastest per decade of LR (pytorch-lr-finder's rule)."""
-    lrs, losses = _finite(lrs, losses)
-    if lrs.size < 3:
-        return None
-    slope = np.gradient(losses, np.log10(lrs))
-    return float(lrs[np.argmin(slope)])
+def minimum_over(lrs, losses, divisor=10.0, beta=0.98):
+    """fastai's "minimum": the LR at the lowest smoothed loss, over `divisor`.
 
-
-def valley(lrs, losses):
-    """fastai's "valley": the longest run of descending loss, 2/3 of the way down.
-
-    Up to the minimum of the curve, find the longest stretch over which the
-    loss keeps decreasing, and return the LR two thirds of the way along it.
+    As fastai computes it: bias-corrected average with `beta=0.98`, the first
+    10% and last 5 points dropped.
     """
     lrs, losses = _finite(lrs, losses)
+    lrs, smoothed = _trim(lrs, smooth(losses, beta), lrs.size // 10, 5)
+    if lrs.size == 0:
+        return None
+    return float(lrs[np.argmin(smoothed)] / divisor)
+
+
+def steepest(lrs, losses, beta=0.95):
+    """pytorch-lr-finder's default: where the smoothed loss falls fastest per
+    step (per decade of LR on an exponential ladder); first 10 and last 5
+    points dropped, as there."""
+    lrs, losses = _finite(lrs, losses)
+    lrs, smoothed = _trim(lrs, smooth(losses, beta), 10, 5)
+    if lrs.size < 3:
+        return None
+    return float(lrs[np.argmin(np.gradient(smoothed))])
+
+
+def valley(lrs, losses, beta=0.98):
+    """fastai's default "valley": the longest run of falling smoothed loss,
+    taken at 2/3 of its length (same smoothing and trimming as `minimum_over`).
+    """
+    lrs, losses = _finite(lrs, losses)
+    lrs, smoothed = _trim(lrs, smooth(losses, beta), lrs.size // 10, 5)
     n = lrs.size
     if n < 3:
         return None
-    end = int(np.argmin(losses)) + 1
-    lrs, losses = lrs[:end], losses[:end]
-    n = lrs.size
-    if n < 2:
-        return float(lrs[0])
-    # run[i]: length of the longest decreasing chain ending at i (O(n^2), n ~ 100).
+    # run[i]: length of the longest falling chain ending at i (O(n^2), n ~ 100).
     run, start = np.ones(n, dtype=int), np.arange(n)
     for i in range(1, n):
         for j in range(i):
-            if losses[i] < losses[j] and run[j] + 1 > run[i]:
+            if smoothed[i] < smoothed[j] and run[j] + 1 > run[i]:
                 run[i], start[i] = run[j] + 1, start[j]
     last = int(np.argmax(run))
     first = int(start[last])
     return float(lrs[first + int(round((last - first) * 2 / 3))])
 
 
-def flat_edge(lrs, losses, rise=0.1, divisor=4.0):
-    """This package's rule: the edge of the flat bottom, backed off by `divisor`.
+def onset(lrs, losses, fraction=0.2, half_width=0.5):
+    """This package's rule: where the loss has made `fraction` of its fall.
 
-    Find the largest LR, at or below the minimum, whose smoothed loss is still
-    within `rise` of the curve's total drop above the minimum; return it over
-    `divisor`. Where the bottom is sharp this lands near minimum/`divisor`;
-    where it is a long plateau it stays at the plateau's start, the safe side,
-    instead of sliding to the brink of divergence.
+    Smith's lower bound ("the LR at which the loss starts to fall") made
+    exact: on the centred running median (`half_width` decades), take the
+    starting level (median of the first tenth) and the lowest point; return
+    the first LR whose loss is `fraction` of the way down. The range test's
+    minimum sits where a few steps of a growing LR still pay off, at the brink
+    of divergence; a whole training run at a fixed LR wants the LR that
+    already learns steadily, where the fall begins.
+    Returns None when the loss never falls.
     """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"`fraction` must lie in (0, 1). Received: fraction={fraction!r}")
     lrs, losses = _finite(lrs, losses)
-    if lrs.size == 0:
+    if lrs.size < 3:
         return None
-    best = int(np.argmin(losses))
-    drop = losses[: best + 1].max() - losses[best]
-    if drop <= 0:
-        return float(lrs[best] / divisor)
-    near = np.flatnonzero(losses[: best + 1] <= losses[best] + rise * drop)
-    return float(lrs[near[0]] / divisor)
+    median = running_median(lrs, losses, half_width)
+    head = max(lrs.size // 10, 3)
+    start = float(np.median(losses[:head]))
+    lowest = int(np.argmin(median))
+    drop = start - median[lowest]
+    if lowest < head or not drop > 0:  # the loss never fell below where it started
+        return None
+    return float(lrs[np.flatnonzero(median[: lowest + 1] <= start - fraction * drop)[0]])
+
+
+def onset_or_valley(lrs, losses):
+    """This package's default: the larger of `onset` and `valley`.
+
+    Both land below the range test's minimum, and each errs low in its own
+    way: `onset` when an easy task's loss already falls at tiny LRs through
+    many small steps, `valley` when the averaging lag stretches the valley
+    back towards the start. The larger of the two is the one not fooled.
+    Measured, not derived: see `benchmarks/lr_finder_quality.py`.
+    """
+    found = [lr for lr in (onset(lrs, losses), valley(lrs, losses)) if lr is not None]
+    return max(found) if found else None
 
 
 RULES = {
+    "max(onset, valley)": onset_or_valley,
+    "onset": onset,
     "minimum/10": minimum_over,
-    "steepest": steepest,
     "valley": valley,
-    "flat_edge": flat_edge,
+    "steepest": steepest,
 }
 
 
-def all_suggestions(lrs, smoothed_losses):
-    """Every rule's suggestion by name."""
-    return {name: rule(lrs, smoothed_losses) for name, rule in RULES.items()}
+def all_suggestions(lrs, losses):
+    """Every rule's suggestion by name, from the raw per-batch losses."""
+    return {name: rule(lrs, losses) for name, rule in RULES.items()}

@@ -3,12 +3,13 @@ import pytest
 
 from keras_actkit import lr_suggestions as rules
 
-LRS = np.logspace(-6, 1, 100)
+LRS = np.logspace(-7, 1, 100)  # the range test's default ladder
+X = np.log10(LRS)
 
 
 def test_smooth_is_bias_corrected():
     np.testing.assert_allclose(rules.smooth(np.full(50, 3.0), beta=0.9), 3.0, rtol=1e-12)
-    # By hand: s1 = 0.5, s2 = 0.25 + 0.5*3 ... with beta = 0.5 and losses [1, 3]
+    # By hand, beta = 0.5 and losses [1, 3]: s1 = 0.5 / 0.5, s2 = (0.25 + 1.5) / 0.75.
     np.testing.assert_allclose(rules.smooth([1.0, 3.0], beta=0.5), [1.0, (0.25 + 1.5) / 0.75])
 
 
@@ -17,44 +18,78 @@ def test_smooth_rejects_bad_beta():
         rules.smooth([1.0], beta=1.0)
 
 
-def noisy_parabola(center=1e-3, seed=0, noise=0.005):
-    x = np.log10(LRS)
-    return (x - np.log10(center)) ** 2 / 10 + 1.0 + np.random.default_rng(seed).normal(0, noise, LRS.size)
+def test_running_median_is_centred_and_ignores_a_spike():
+    losses = np.linspace(3.0, 1.0, 100)
+    spiked = losses.copy()
+    spiked[50] = 1e6
+    median = rules.running_median(LRS, spiked, half_width=0.5)
+    # +-0.5 decade at 12.4 points per decade: a centred window of 13 points,
+    # so on a straight line the median is the point itself (no lag); the
+    # spike of 1e6 at point 50 moves the medians around it by one rank at most.
+    np.testing.assert_allclose(median[10:90], losses[10:90], rtol=0, atol=0.0203)
 
 
-def test_parabola_minimum_over_ten():
-    # Noise of 0.005 on a curvature of 1/10 per decade^2 moves the minimum by
-    # about sqrt(0.05) ~ 0.22 decades: within a factor 2 of the true 1e-3.
+def range_test_curve(center=-3.0, width=0.3, start=2.3, floor=0.3, blowup=-1.0, noise=0.0, seed=0):
+    """Flat, a logistic fall around 10**center, a floor, then divergence past 10**blowup."""
+    fallen = 1.0 / (1.0 + np.exp(-(X - center) / width))
+    loss = start - (start - floor) * fallen + np.where(X > blowup, 10.0 * (X - blowup) ** 2, 0.0)
+    return loss + np.random.default_rng(seed).normal(0.0, noise, X.size)
+
+
+def test_onset_closed_form():
+    # The logistic has fallen by a fraction f at center + width * ln(f / (1 - f)).
+    for fraction in (0.1, 0.2, 0.5):
+        expected = -3.0 + 0.3 * np.log(fraction / (1 - fraction))
+        got = np.log10(rules.onset(LRS, range_test_curve(), fraction=fraction))
+        assert abs(got - expected) <= 0.081 + 1e-9  # one ladder step is 0.081 decades
+
+
+def test_onset_is_robust_to_noise_and_spikes():
+    expected = -3.0 + 0.3 * np.log(0.25)
     for seed in range(5):
-        assert 0.5 < rules.minimum_over(LRS, noisy_parabola(seed=seed)) / 1e-4 < 2.0
+        losses = range_test_curve(noise=0.05, seed=seed)
+        losses[np.random.default_rng(seed).integers(0, 60, 3)] = 50.0  # three exploding batches
+        assert abs(np.log10(rules.onset(LRS, losses)) - expected) < 0.25, seed
 
 
-def test_parabola_steepest_is_the_left_edge():
-    assert rules.steepest(LRS, noisy_parabola(seed=1, noise=0.0)) < 1e-5
+def test_onset_never_falls_gives_none_and_rejects_bad_fraction():
+    assert rules.onset(LRS, np.ones(100)) is None
+    assert rules.onset(LRS, np.linspace(1.0, 3.0, 100)) is None
+    with pytest.raises(ValueError, match=r"fraction.*\(0, 1\)"):
+        rules.onset(LRS, range_test_curve(), fraction=1.0)
 
 
-def test_parabola_valley_and_flat_edge_sit_below_the_minimum():
-    losses = noisy_parabola()
-    for value in (rules.valley(LRS, losses), rules.flat_edge(LRS, losses)):
-        assert 1e-6 <= value < 1e-3
-
-
-def test_flat_curve():
-    flat = np.ones(100)
-    assert rules.minimum_over(LRS, flat) == pytest.approx(LRS[0] / 10)
-    assert rules.flat_edge(LRS, flat) == pytest.approx(LRS[0] / 4)
-
-
-def test_no_divergence_monotone_decrease():
+def test_minimum_over_without_smoothing_is_the_trimmed_argmin():
+    v_shape = np.abs(X + 2.0) + 1.0
+    assert rules.minimum_over(LRS, v_shape, beta=0.0) == pytest.approx(LRS[np.argmin(v_shape)] / 10)
+    # fastai drops the last 5 points: a minimum there is not taken.
     falling = np.linspace(2.0, 0.5, 100)
-    assert rules.minimum_over(LRS, falling) == pytest.approx(LRS[-1] / 10)
-    assert rules.valley(LRS, falling) == pytest.approx(LRS[int(round(99 * 2 / 3))])
+    assert rules.minimum_over(LRS, falling, beta=0.0) == pytest.approx(LRS[94] / 10)
 
 
-def test_nan_tail_is_ignored():
-    losses = noisy_parabola()
+def test_minimum_over_lags_with_fastai_smoothing():
+    # The bias-corrected average with beta=0.98 trails the curve: on a range
+    # test with a sharp fall and blow-up its minimum lies right of the true one.
+    losses = range_test_curve()
+    true_minimum = LRS[np.argmin(losses)]
+    assert rules.minimum_over(LRS, losses, divisor=1.0) > true_minimum
+
+
+def test_steepest_without_smoothing_is_the_logistic_centre():
+    assert abs(np.log10(rules.steepest(LRS, range_test_curve(), beta=0.0)) + 3.0) <= 0.081 + 1e-9
+
+
+def test_valley_on_a_falling_curve_is_two_thirds_along():
+    falling = np.linspace(2.0, 0.5, 100)
+    # Trimmed to points 10..94 (85 points): 2/3 of the way is point 10 + 56.
+    assert rules.valley(LRS, falling, beta=0.0) == pytest.approx(LRS[10 + 56])
+
+
+def test_nan_tail_ends_the_curve():
+    losses = range_test_curve(noise=0.01)
     tailed = losses.copy()
     tailed[80:] = np.nan
+    tailed[90] = 1.0  # a finite point after the first NaN is not used either
     for name, rule in rules.RULES.items():
         assert rule(LRS, tailed) == rule(LRS[:80], losses[:80]), name
 
@@ -67,3 +102,14 @@ def test_all_nan_gives_none():
 def test_mismatched_lengths():
     with pytest.raises(ValueError, match="one length"):
         rules.minimum_over(LRS, np.ones(3))
+
+
+def test_default_rule_is_the_larger_of_onset_and_valley():
+    for seed in range(3):
+        losses = range_test_curve(noise=0.05, seed=seed)
+        expected = max(rules.onset(LRS, losses), rules.valley(LRS, losses))
+        assert rules.onset_or_valley(LRS, losses) == expected
+    # When onset finds nothing (the loss never falls), valley still answers.
+    rising = np.linspace(1.0, 3.0, 100)
+    assert rules.onset(LRS, rising) is None
+    assert rules.onset_or_valley(LRS, rising) == rules.valley(LRS, rising)

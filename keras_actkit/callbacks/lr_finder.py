@@ -10,7 +10,7 @@ from keras_actkit import lr_suggestions
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_RULE = "flat_edge"
+DEFAULT_RULE = "max(onset, valley)"
 MODES = ("exponential", "linear")
 
 
@@ -54,10 +54,13 @@ class LRFinderResult:
     Attributes:
         lrs: The learning rates used, one per step (float32 values, exact).
         losses: The per-batch training loss at each step.
-        smoothed_losses: Bias-corrected exponential moving average of `losses`.
-        suggestion: The default rule's suggestion (`flat_edge`), or None.
-        suggestions: Every rule's suggestion by name (`"flat_edge"`,
-            `"minimum/10"`, `"valley"`, `"steepest"`).
+        smoothed_losses: Bias-corrected exponential moving average of
+            `losses` (what the divergence stop watches).
+        suggestion: The default rule's suggestion (`"max(onset, valley)"`),
+            or None.
+        suggestions: Every rule's suggestion by name (`"max(onset, valley)"`,
+            `"onset"`, `"minimum/10"`, `"valley"`, `"steepest"`; see
+            `keras_actkit.lr_suggestions`).
         stop_reason: `"diverged"`, `"non-finite loss"`, `"end reached"` or
             `"data exhausted"`.
     """
@@ -109,8 +112,9 @@ class LRFinderResult:
                 style = "-" if name == DEFAULT_RULE else ":"
                 ax.axvline(lr, color=f"C{i + 1}", ls=style, label=f"{name}: {lr:.2g}")
         finite = self.smoothed_losses[np.isfinite(self.smoothed_losses)]
+        raw = self.losses[np.isfinite(self.losses)]
         if finite.size:
-            low, high = finite.min(), finite[0]
+            low, high = min(finite.min(), raw.min()), finite[0]
             ax.set_ylim(low - 0.1 * abs(high - low), high + 0.5 * abs(high - low) + 1e-12)
         ax.set_xscale("log")
         ax.set_xlabel("learning rate")
@@ -140,7 +144,9 @@ class LRFinder(keras.callbacks.Callback):
         end_lr: Last learning rate, > `start_lr`. Defaults to 10.
         num_steps: Number of steps (LRs) to try, >= 5. Defaults to 100.
         mode: `"exponential"` (default) or `"linear"` spacing.
-        beta: Smoothing of the loss curve, in [0, 1). Defaults to 0.98.
+        beta: Smoothing of the loss curve the divergence stop watches, in
+            [0, 1). Defaults to 0.9 (about 10 steps: fastai's 0.98 lags so
+            far behind a 100-step ladder that it rarely sees divergence).
         diverge_threshold: Stop when the smoothed loss exceeds its best by
             this factor (on the loss's scale above its running minimum, so
             negative losses work too); `None` disables. Defaults to 4.
@@ -156,7 +162,7 @@ class LRFinder(keras.callbacks.Callback):
     """
 
     def __init__(self, start_lr=1e-7, end_lr=10.0, num_steps=100, mode="exponential",
-                 beta=0.98, diverge_threshold=4.0, verbose=False):
+                 beta=0.9, diverge_threshold=4.0, verbose=False):
         super().__init__()
         if not (isinstance(start_lr, (int, float)) and start_lr > 0 and math.isfinite(start_lr)):
             raise ValueError(f"`start_lr` must be a finite number > 0. Received: start_lr={start_lr!r}")
@@ -261,7 +267,7 @@ class LRFinder(keras.callbacks.Callback):
         losses = np.asarray(self._losses, dtype="float64")
         lrs = self._lrs[: len(losses)].astype("float64")
         smoothed = lr_suggestions.smooth(losses, self.beta) if len(losses) else losses
-        suggestions = lr_suggestions.all_suggestions(lrs, smoothed) if len(losses) >= 3 else {
+        suggestions = lr_suggestions.all_suggestions(lrs, losses) if len(losses) >= 3 else {
             name: None for name in lr_suggestions.RULES}
         self.result = LRFinderResult(lrs, losses, smoothed, suggestions[DEFAULT_RULE], suggestions, reason)
         if reason in ("end reached", "data exhausted"):
@@ -276,7 +282,7 @@ class LRFinder(keras.callbacks.Callback):
 
 
 def find_lr(model, x, y=None, *, batch_size=None, start_lr=1e-7, end_lr=10.0, num_steps=100,
-            mode="exponential", beta=0.98, diverge_threshold=4.0, verbose=False, **fit_kwargs):
+            mode="exponential", beta=0.9, diverge_threshold=4.0, verbose=False, **fit_kwargs):
     """Run a learning-rate range test on `model` and return its `LRFinderResult`.
 
     The model and its optimizer are left exactly as they were (bit for bit),
