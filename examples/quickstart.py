@@ -1,7 +1,9 @@
-"""keras_actkit in one model: its layers and activations on scikit-learn digits.
+"""keras_actkit in one model, on scikit-learn digits.
 
-Trains a small classifier that uses LeakyReLU6, PReLU and hard-swish, then saves
-it to `.keras` and loads it back with `safe_mode=True` and no custom_objects.
+Builds a classifier with LeakyReLU6, PReLU and hard-swish, matches every
+kernel's initializer to its activation, finds a learning rate with a range
+test (which leaves the model untouched), trains at it, then saves to `.keras`
+and loads back with `safe_mode=True` and no custom_objects.
 
     python examples/quickstart.py [--quick] [--out DIR]
 """
@@ -9,6 +11,8 @@ it to `.keras` and loads it back with `safe_mode=True` and no custom_objects.
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import warnings  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -39,11 +43,24 @@ def main():
     epochs = 1 if args.quick else 15
 
     model = build_model()
+    print(ak.match_initializers(model))  # He / LeCun / Glorot / computed gain, per kernel
     model.compile(
-        keras.optimizers.SGD(0.05, momentum=0.9),
+        keras.optimizers.SGD(momentum=0.9),
         "sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a short quick-mode test may not reach divergence
+        result = ak.find_lr(model, x, y, batch_size=32, num_steps=30 if args.quick else 100)
+    figure_path = args.out / "quickstart_lr_find.png"
+    result.plot().savefig(figure_path)
+    if result.suggestion is None:  # a very short quick-mode test can end before the loss falls
+        lr = float(model.optimizer.learning_rate)
+        print(f"range test: {result.stop_reason}, no suggestion; keeping LR {lr:.3g}")
+    else:
+        lr = result.apply(model)
+        print(f"range test: {result.stop_reason} after {len(result.lrs)} steps; "
+              f"training at the suggested LR {lr:.3g} (plot: {figure_path})")
     print(f"backend: {keras.backend.backend()}, training {epochs} epoch(s) on digits")
     model.fit(x, y, batch_size=32, epochs=epochs, validation_data=(x_val, y_val), verbose=0)
     loss, accuracy = model.evaluate(x_val, y_val, verbose=0)
