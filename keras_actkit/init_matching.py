@@ -28,10 +28,9 @@ INPUT_LAYER_KEEPS = frozenset({"tanh", "sigmoid", "softmax", "log_softmax", "lin
 
 # Layers between a kernel and its activation that leave the pre-activation's
 # role intact: they normalise, drop, perturb or move values, never mix them.
-PASS_THROUGH = (
-    keras.layers.BatchNormalization,
-    keras.layers.LayerNormalization,
-    keras.layers.GroupNormalization,
+# Of those, the ones that also keep every unit in its place, unscaled by
+# statistics: drop, noise, identity.
+UNIT_PRESERVING = (
     keras.layers.Dropout,
     keras.layers.SpatialDropout1D,
     keras.layers.SpatialDropout2D,
@@ -41,6 +40,12 @@ PASS_THROUGH = (
     keras.layers.AlphaDropout,
     keras.layers.ActivityRegularization,
     keras.layers.Identity,
+)
+PASS_THROUGH = (
+    keras.layers.BatchNormalization,
+    keras.layers.LayerNormalization,
+    keras.layers.GroupNormalization,
+    *UNIT_PRESERVING,
     keras.layers.Flatten,
     keras.layers.Reshape,
     keras.layers.Permute,

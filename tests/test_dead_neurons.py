@@ -1,0 +1,262 @@
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+import keras_actkit as ak
+from keras_actkit.callbacks import DeadNeuronMonitor
+
+
+def np_value(variable):
+    return np.array(keras.ops.convert_to_numpy(variable.value if hasattr(variable, "value") else variable))
+
+
+def kill(layer, units):
+    """Make `units` dead: a bias far below anything the kernel can reach."""
+    bias = np_value(layer.bias)
+    bias[units] = -100.0
+    layer.bias.assign(bias)
+
+
+def fit_quietly(model, x, y, callbacks, epochs=1, batch_size=32):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=callbacks)
+    return history, [str(w.message) for w in caught if "DeadNeuronMonitor" in str(w.message)]
+
+
+def mlp():
+    inputs = keras.Input((8,))
+    h = keras.layers.Dense(16, activation="relu", name="fused")(inputs)
+    h = keras.layers.Dense(12, name="lin")(h)
+    h = ak.layers.LeakyReLU6(name="lr6")(h)
+    h = keras.layers.Dense(10, name="pre_prelu")(h)
+    h = ak.layers.PReLU(name="prelu")(h)
+    h = keras.layers.Dense(9, name="pre_relu")(h)
+    h = keras.layers.ReLU(name="relu")(h)
+    outputs = keras.layers.Dense(3, activation="softmax", name="out")(h)
+    return keras.Model(inputs, outputs)
+
+
+def numpy_dead_counts(model, x):
+    """Independent reference: forward pass in numpy, count units <= 0 on every sample."""
+    w = {layer.name: (np_value(layer.kernel), np_value(layer.bias)) for layer in model.layers if hasattr(layer, "kernel")}
+    alpha = np_value(model.get_layer("prelu").alpha)
+
+    def dense(name, h):
+        kernel, bias = w[name]
+        return h @ kernel + bias
+
+    counts = {}
+    pre = dense("fused", x)
+    counts["fused"] = int((pre.max(0) <= 0).sum())
+    pre = dense("lin", np.maximum(pre, 0))
+    counts["lr6"] = int((pre.max(0) <= 0).sum())
+    pre = dense("pre_prelu", np.minimum(np.where(pre > 0, pre, 0.01 * pre), 6))
+    counts["prelu"] = int((pre.max(0) <= 0).sum())
+    pre = dense("pre_relu", np.where(pre > 0, pre, alpha * pre))
+    counts["relu"] = int((pre.max(0) <= 0).sum())
+    return counts
+
+
+def test_killed_units_are_reported_exactly_and_match_numpy(rng):
+    x = rng.normal(size=(96, 8)).astype("float32")
+    y = rng.integers(0, 3, 96)
+    model = mlp()
+    for name, units in (("fused", [0, 3, 5, 7, 11]), ("lin", [1, 2, 4]), ("pre_prelu", [0, 9]), ("pre_relu", [8])):
+        kill(model.get_layer(name), units)
+    model.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")
+    monitor = DeadNeuronMonitor(probe_data=x)
+    history, _ = fit_quietly(model, x, y, [monitor])
+
+    expected = numpy_dead_counts(model, x)
+    sizes = {"fused": 16, "lr6": 12, "prelu": 10, "relu": 9}
+    # At least the killed units; deeper layers of a random net may add their own.
+    assert expected["fused"] == 5 and expected["lr6"] == 3 and expected["prelu"] >= 2 and expected["relu"] >= 1
+    for name, size in sizes.items():
+        assert history.history[f"dead_fraction/{name}"] == [expected[name] / size], name
+        assert int(monitor.dead_units[name].sum()) == expected[name]
+    assert np.flatnonzero(monitor.dead_units["fused"]).tolist() == [0, 3, 5, 7, 11]
+
+
+def test_convolution_channels_are_counted_per_channel(rng):
+    x = rng.normal(size=(40, 8, 8, 2)).astype("float32")
+    y = rng.integers(0, 2, 40)
+    model = keras.Sequential([
+        keras.Input((8, 8, 2)),
+        keras.layers.Conv2D(6, 3, activation="relu", name="conv"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(2, activation="softmax"),
+    ])
+    conv = model.get_layer("conv")
+    kill(conv, [1, 4])
+    # Channel 2 is alive at only one position of one sample: still alive.
+    kernel = np_value(conv.kernel)
+    kernel[..., 2] = 0.0
+    kernel[1, 1, 0, 2] = 1.0  # picks x[i, r + 1, c + 1, 0]
+    conv.kernel.assign(kernel)
+    bias = np_value(conv.bias)
+    bias[2] = -float(x[:, 1:7, 1:7, 0].max()) + 1e-3
+    conv.bias.assign(bias)
+    model.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")
+    monitor = DeadNeuronMonitor(probe_data=x)
+    fit_quietly(model, x, y, [monitor])
+
+    # numpy reference: valid 3x3 convolution, then max over samples and positions.
+    windows = np.lib.stride_tricks.sliding_window_view(x, (3, 3), axis=(1, 2))  # (N, 6, 6, C, 3, 3)
+    pre = np.einsum("nhwcij,ijcf->nhwf", windows, np_value(conv.kernel)) + np_value(conv.bias)
+    expected = pre.max(axis=(0, 1, 2)) <= 0
+    assert expected.tolist() == [False, True, False, False, True, False]
+    assert monitor.dead_units["conv"].tolist() == expected.tolist()
+
+
+def test_nested_model_and_saturated_tanh(rng):
+    x = rng.normal(size=(64, 4)).astype("float32")
+    y = rng.integers(0, 2, 64)
+    inner = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, name="inner_dense"), keras.layers.ReLU(name="inner_relu")],
+                             name="inner")
+    inputs = keras.Input((4,))
+    h = keras.layers.Dense(6, activation="tanh", name="tanh")(inputs)
+    outputs = keras.layers.Dense(2, activation="softmax")(inner(h))
+    model = keras.Model(inputs, outputs)
+    tanh = model.get_layer("tanh")
+    kernel = np_value(tanh.kernel)
+    kernel[:, :3] = 0.0  # units 0-2: constant +-tanh(100), saturated on every sample
+    tanh.kernel.assign(kernel)
+    bias = np.zeros(6, "float32")
+    bias[:3] = [100.0, -100.0, 100.0]
+    tanh.bias.assign(bias)
+    kill(inner.get_layer("inner_dense"), [0, 2])
+    model.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")
+    monitor = DeadNeuronMonitor(probe_data=x)
+    history, messages = fit_quietly(model, x, y, [monitor])
+
+    out = np.tanh(x @ np_value(tanh.kernel) + np_value(tanh.bias))
+    saturated = (1 - np.abs(out)).max(0) <= 0.01
+    pre = out @ np_value(inner.get_layer("inner_dense").kernel) + np_value(inner.get_layer("inner_dense").bias)
+    assert history.history["saturated_fraction/tanh"] == [saturated.mean()] == [0.5]
+    inner_dead = (pre.max(0) <= 0).mean()
+    assert history.history["dead_fraction/inner/inner_relu"] == [inner_dead] and inner_dead >= 0.4
+    assert sum("'tanh'" in m and "saturated" in m for m in messages) == 1
+    assert sum("'inner/inner_relu'" in m and "dead" in m for m in messages) == 1
+
+
+def test_probe_is_captured_from_training_and_the_step_is_unwrapped(rng):
+    x = rng.normal(size=(100, 8)).astype("float32")
+    y = rng.integers(0, 3, 100)
+    model = mlp()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    original = (model.make_train_function(), model.train_function)[1]
+    monitor = DeadNeuronMonitor(probe_size=40)
+    history, _ = fit_quietly(model, x, y, [monitor], epochs=2, batch_size=16)
+    assert monitor._probe.shape == (40, 8)
+    rows = {row.tobytes() for row in x}
+    assert all(row.tobytes() in rows for row in monitor._probe)  # real training samples
+    assert len(history.history["dead_fraction/fused"]) == 2
+    assert model.train_function is original
+    # Fewer samples than probe_size: the first epoch's samples are the probe.
+    monitor = DeadNeuronMonitor(probe_size=1000)
+    fit_quietly(model, x, y, [monitor], epochs=1, batch_size=16)
+    assert monitor._probe.shape == (100, 8)
+    assert model.train_function is original
+
+
+def test_an_error_inside_fit_leaves_the_step_unwrapped(rng):
+    x = rng.normal(size=(64, 8)).astype("float32")
+    y = rng.integers(0, 3, 64)
+    model = mlp()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.make_train_function()
+    original = model.train_function
+
+    class Boom(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 1:
+                raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        fit_quietly(model, x, y, [DeadNeuronMonitor(probe_size=64), Boom()], batch_size=16)
+    # The capture was still running when fit died; the next fit starts clean.
+    monitor = DeadNeuronMonitor(probe_size=16)
+    fit_quietly(model, x, y, [monitor], batch_size=16)
+    assert model.train_function is original
+    assert monitor._probe.shape == (16, 8)
+
+
+def test_revive_recycles_units_dead_twice_and_training_goes_on(rng):
+    x = rng.normal(size=(64, 8)).astype("float32")
+    y = rng.integers(0, 3, 64)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((8,)),
+        keras.layers.Dense(16, activation="relu", name="hidden"),
+        keras.layers.Dense(3, activation="softmax", name="out"),
+    ])
+    hidden, out = model.get_layer("hidden"), model.get_layer("out")
+    dead = [1, 2, 6, 9, 13]
+    kill(hidden, dead)
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    monitor = DeadNeuronMonitor(probe_data=x, revive=True, seed=0)
+    before = np_value(hidden.kernel)
+    history, _ = fit_quietly(model, x, y, [monitor], epochs=2)
+
+    assert history.history["revived/hidden"] == [0, 5]  # dead on check 1 and 2: revived on 2
+    assert history.history["revived/total"] == [0, 5]
+    kernel, bias = np_value(hidden.kernel), np_value(hidden.bias)
+    assert not np.allclose(kernel[:, dead], before[:, dead])  # redrawn incoming weights
+    assert np.all(bias[dead] == 0.0)
+    assert np.all(np_value(out.kernel)[dead, :] == 0.0)  # outgoing weights zeroed
+    optimizer = model.optimizer
+    for variable in (hidden.kernel, hidden.bias, out.kernel):
+        index = optimizer._get_variable_index(variable)
+        for slots in (optimizer._momentums, optimizer._velocities):
+            moment = np_value(slots[index])
+            sliced = moment[dead, :] if variable is out.kernel else moment[..., dead]
+            assert np.all(sliced == 0.0)
+            assert np.any(moment != 0.0)  # the other units' moments are kept
+    pre = x @ kernel + bias
+    assert (pre[:, dead].max(0) > 0).all()  # revived units are alive
+    # Training goes on, with finite weights and the revived units alive.
+    history, _ = fit_quietly(model, x, y, [DeadNeuronMonitor(probe_data=x)], epochs=3)
+    assert np.isfinite(history.history["loss"]).all()
+    assert history.history["dead_fraction/hidden"][-1] < 5 / 16
+
+
+def test_model_without_relu_family_warns_once(rng):
+    x = rng.normal(size=(32, 4)).astype("float32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="gelu"), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    monitor = DeadNeuronMonitor()
+    _, messages = fit_quietly(model, x, x[:, :1], [monitor], epochs=2)
+    assert len(messages) == 1 and "nothing to monitor" in messages[0]
+    assert monitor.history["dead_fraction"] == {}
+
+
+def test_history_plot_and_every_n_steps(rng):
+    x = rng.normal(size=(64, 8)).astype("float32")
+    y = rng.integers(0, 3, 64)
+    model = mlp()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    monitor = DeadNeuronMonitor(probe_data=(x, y), every_n_steps=2)
+    fit_quietly(model, x, y, [monitor], epochs=1, batch_size=8)  # 8 steps: 4 checks
+    assert monitor.history["step"] == [2, 4, 6, 8]
+    assert len(monitor.history["dead_fraction"]["fused"]) == 4
+    figure = monitor.plot()
+    assert len(figure.axes[0].lines) == 4 + 1  # four watched layers and the threshold
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(every_n_epochs=0), "every_n_epochs"),
+        (dict(every_n_steps=0), "every_n_steps"),
+        (dict(threshold=0.0), "threshold"),
+        (dict(threshold=1.5), "threshold"),
+        (dict(probe_size=0), "probe_size"),
+        (dict(saturation=0.5), "saturation"),
+    ],
+)
+def test_bad_arguments(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        DeadNeuronMonitor(**kwargs)
