@@ -202,6 +202,7 @@ def test_revive_recycles_units_dead_twice_and_training_goes_on(rng):
     history, _ = fit_quietly(model, x, y, [monitor], epochs=2)
 
     assert history.history["revived/hidden"] == [0, 5]  # dead on check 1 and 2: revived on 2
+    assert monitor.history["still_dead"]["hidden"] == [0, 5]
     assert history.history["revived/total"] == [0, 5]
     kernel, bias = np_value(hidden.kernel), np_value(hidden.bias)
     assert not np.allclose(kernel[:, dead], before[:, dead])  # redrawn incoming weights

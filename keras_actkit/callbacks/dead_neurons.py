@@ -218,7 +218,9 @@ class DeadNeuronMonitor(keras.callbacks.Callback):
     `probe_size` samples the training itself draws (no second pass through
     the data). Writes `dead_fraction/<layer>` (or `saturated_fraction/<layer>`)
     into `logs`, warns once per layer when a fraction exceeds `threshold`,
-    naming the remedy, and keeps `.history`.
+    naming the remedy, and keeps `.history`: per layer the fraction at each
+    check, `still_dead` (units dead at this check and the one before) and
+    `revived`; `.dead_units` holds the last check's boolean mask per layer.
 
     With `revive=True`, units dead on two checks in a row are recycled as in
     ReDo (Sokar et al. 2023): incoming weights redrawn with the initializer
@@ -269,7 +271,10 @@ class DeadNeuronMonitor(keras.callbacks.Callback):
         self.every_n_epochs, self.every_n_steps = every_n_epochs, every_n_steps
         self.threshold, self.revive, self.probe_size = threshold, revive, probe_size
         self.saturation, self.seed = saturation, seed
-        self.history = {"step": [], "epoch": [], "dead_fraction": {}, "saturated_fraction": {}, "revived": {}}
+        if every_n_steps is not None:
+            self.on_train_batch_end = self._on_step
+        self.history = {"step": [], "epoch": [], "dead_fraction": {}, "saturated_fraction": {},
+                        "still_dead": {}, "revived": {}}
         self.dead_units = {}  # layer -> boolean mask of the last check
         self.sites = []
         self._warned = set()
@@ -380,9 +385,12 @@ class DeadNeuronMonitor(keras.callbacks.Callback):
             self._captured = []
 
     # -- checks ----------------------------------------------------------------
-    def on_train_batch_end(self, batch, logs=None):
+    def _on_step(self, batch, logs=None):
+        # Installed as on_train_batch_end only with every_n_steps: any batch hook
+        # makes Keras turn off asynchronous dispatch, which on JAX alone costs
+        # more than every check of a fit.
         self._steps += 1
-        if self.every_n_steps and self._steps % self.every_n_steps == 0 and self._probe is not None:
+        if self._steps % self.every_n_steps == 0 and self._probe is not None:
             self._check(logs)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -409,7 +417,9 @@ class DeadNeuronMonitor(keras.callbacks.Callback):
         margins = {}
         self._root.margins(self._probe, margins)
         fractions, revived_total = {}, 0
-        self.history["step"].append(self._steps)
+        optimizer = getattr(self.model, "optimizer", None)
+        step = self._steps if optimizer is None else int(keras.ops.convert_to_numpy(optimizer.iterations))
+        self.history["step"].append(step)
         self.history["epoch"].append(getattr(self, "_epoch", None))
         for site in self.sites:
             margin = margins[site.name]
@@ -421,8 +431,10 @@ class DeadNeuronMonitor(keras.callbacks.Callback):
             if logs is not None:
                 logs[f"{key}/{site.name}"] = fraction
             if site.kind == "dead":
+                still = bad & self._previous.get(site.name, np.zeros_like(bad))  # dead at the last check too
+                self.history["still_dead"].setdefault(site.name, []).append(int(still.sum()))
                 if self.revive:
-                    count = self._revive(site, bad & self._previous.get(site.name, np.zeros_like(bad)))
+                    count = self._revive(site, still)
                     revived_total += count
                     self.history["revived"].setdefault(site.name, []).append(count)
                     if logs is not None:
