@@ -135,9 +135,14 @@ def onset_or_valley(lrs, losses):
     many small steps, `valley` when the averaging lag stretches the valley
     back towards the start. The larger of the two is the one not fooled.
     Measured, not derived: see `benchmarks/lr_finder_quality.py`.
+    Returns None when the loss never fell (flat or rising curve): there is
+    nothing to trust then.
     """
-    found = [lr for lr in (onset(lrs, losses), valley(lrs, losses)) if lr is not None]
-    return max(found) if found else None
+    first = onset(lrs, losses)
+    if first is None:
+        return None
+    second = valley(lrs, losses)
+    return first if second is None else max(first, second)
 
 
 RULES = {
