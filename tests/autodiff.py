@@ -31,3 +31,38 @@ def grad_of_sum(fn, *args):
         fn(*tensors).sum().backward()
         return [t.grad.numpy() for t in tensors]
     raise NotImplementedError(backend)
+
+
+def model_grads(model, x, y, loss_fn):
+    """Gradient of `loss_fn(y, model(x, training=True))` w.r.t. `model.trainable_variables`, as numpy.
+
+    Uses each backend's own autodiff (`tf.GradientTape`, `jax.grad` over
+    `stateless_call`, torch autograd), independently of Keras's train step.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        return [g.numpy() for g in tape.gradient(loss, [v.value for v in model.trainable_variables])]
+    if backend == "jax":
+        import jax
+
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+
+        def loss_of(weights):
+            y_pred, _ = model.stateless_call(weights, non_trainable, x, training=True)
+            return loss_fn(y, y_pred)
+
+        return [np.asarray(g) for g in jax.grad(loss_of)(trainable)]
+    if backend == "torch":
+        import torch
+
+        for v in model.trainable_variables:
+            v.value.grad = None
+        loss = loss_fn(torch.as_tensor(y), model(x, training=True))
+        loss.backward()
+        return [v.value.grad.detach().cpu().numpy() for v in model.trainable_variables]
+    raise NotImplementedError(backend)

@@ -280,6 +280,7 @@ class DeadNeuronMonitor(keras.callbacks.Callback):
         self._warned = set()
         self._unwrap = None
         self._captured = []
+        self._capture_pending = False
 
     # -- set-up ----------------------------------------------------------------
     def on_train_begin(self, logs=None):
@@ -308,7 +309,13 @@ class DeadNeuronMonitor(keras.callbacks.Callback):
             )
         self._steps, self._previous, self._captured = 0, {}, []
         self._probe = None if self.probe_data is None else self.probe_data
-        if self._probe is None and self.sites:
+        # The capture wraps the train function at the first batch, after every
+        # callback's on_train_begin (the gradient tap may replace the function there).
+        self._capture_pending = self._probe is None and bool(self.sites)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._capture_pending:
+            self._capture_pending = False
             self._install_capture()
 
     def _install_capture(self):

@@ -1,0 +1,39 @@
+"""The few things a callback must do in a backend's own way, one module per backend.
+
+Every function here has the same signature on every backend; callers import this
+package and never branch on the backend themselves.
+
+- `apply_if(condition, apply_fn, variables)`: run `apply_fn()` (which assigns
+  `variables`) only when the scalar boolean tensor `condition` is true, inside
+  the traced training step.
+- `read_values(model, variables)`: current values of model or optimizer
+  variables as numpy arrays, also in the middle of a JAX epoch (where the values
+  live in the trainer's state, not in the variables).
+- `write_values(model, variables, values)`: assign them so that the next step
+  of a running `fit` starts from them.
+"""
+
+import importlib
+
+import keras
+
+_MODULES = {"tensorflow": "tensorflow_impl", "jax": "jax_impl", "torch": "torch_impl"}
+
+
+def _impl():
+    backend = keras.backend.backend()
+    if backend not in _MODULES:
+        raise ValueError(f"keras_actkit callbacks support the tensorflow, jax and torch backends; got {backend!r}.")
+    return importlib.import_module(f"keras_actkit._backend.{_MODULES[backend]}")
+
+
+def apply_if(condition, apply_fn, variables):
+    return _impl().apply_if(condition, apply_fn, variables)
+
+
+def read_values(model, variables):
+    return _impl().read_values(model, variables)
+
+
+def write_values(model, variables, values):
+    return _impl().write_values(model, variables, values)

@@ -1,0 +1,15 @@
+"""TensorFlow: `tf.cond` around the update, as Keras's LossScaleOptimizer does."""
+
+import tensorflow as tf
+
+from keras_actkit._backend._common import read_values, write_values
+
+__all__ = ["apply_if", "read_values", "write_values"]
+
+
+def apply_if(condition, apply_fn, variables):
+    def run():
+        apply_fn()
+        return tf.constant(True)
+
+    tf.cond(condition, run, lambda: tf.constant(False))

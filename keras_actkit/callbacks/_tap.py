@@ -1,0 +1,268 @@
+"""The gradient tap: one wrapper around the optimizer's `apply`, shared by callbacks.
+
+Every Keras 3 trainer sends each step's gradients through the optimizer's
+`apply()` (JAX through `stateless_apply`, which calls `apply` inside a stateless
+scope). For the length of one `fit`, the tap replaces `apply` on the innermost
+optimizer (inside a `LossScaleOptimizer`, so gradients arrive unscaled) with a
+wrapper that hands the gradients to its clients (`GradientNormLogger`,
+`NaNGuard`) before and after the real update, in-graph. Clients keep their
+results in variables added to that optimizer, so they travel with JAX's state
+and survive `steps_per_execution > 1`; a callback reads a few numbers from them
+when it needs to.
+
+When the last client leaves (`on_train_end`, or an exception inside a step),
+the tap removes its variables and the wrapper: a model saved after `fit` holds
+nothing of it. The wrapped train function is kept per optimizer and set of
+clients, so a later `fit` with the same callbacks does not trace again, and the
+model's own train function is put back for plain fits.
+"""
+
+import sys
+import weakref
+
+import keras
+import numpy as np
+
+from keras_actkit import _backend
+
+_TAPS = weakref.WeakKeyDictionary()  # innermost optimizer -> _Tap
+_MARK = "_keras_actkit_tap"
+
+
+def innermost(optimizer):
+    while getattr(optimizer, "inner_optimizer", None) is not None:
+        optimizer = optimizer.inner_optimizer
+    return optimizer
+
+
+def layer_key(variable):
+    """Name of the layer owning `variable`: its path without model name and variable name."""
+    parts = variable.path.split("/")
+    return "/".join(parts[1:-1]) if len(parts) > 2 else parts[0]
+
+
+class StepContext:
+    """What the clients see of one `apply` call (tensors, in-graph)."""
+
+    def __init__(self, optimizer, grads, variables):
+        self.optimizer = optimizer
+        self.grads = grads  # list, None filtered out
+        self.variables = variables  # matching trainable variables
+        # Micro-steps before this call; copied now (torch's value is updated in place by apply).
+        self.raw_iteration = keras.ops.copy(optimizer._iterations.value)
+        self.accumulation = optimizer.gradient_accumulation_steps or 0
+        ops = keras.ops
+        self.finite_each = ops.stack([ops.all(ops.isfinite(g)) for g in grads]) if grads else None
+        self.finite = ops.all(self.finite_each) if grads else ops.convert_to_tensor(True)
+
+    @property
+    def is_update(self):
+        """True on calls that change the weights (every call without gradient accumulation)."""
+        if not self.accumulation:
+            return keras.ops.convert_to_tensor(True)
+        return keras.ops.equal((self.raw_iteration + 1) % self.accumulation, 0)
+
+    @property
+    def step(self):
+        """Index of the weight update this call makes (`optimizer.iterations` before it)."""
+        if not self.accumulation:
+            return self.raw_iteration
+        return self.raw_iteration // self.accumulation
+
+    def effective_grads(self):
+        """The gradient the update uses: under accumulation, the mean over the window (read before apply)."""
+        if not self.accumulation:
+            return self.grads
+        opt = self.optimizer
+        accs = [opt._accumulated_gradients[opt._get_variable_index(v)] for v in self.variables]
+        return [(g + a.value) / self.accumulation for g, a in zip(self.grads, accs)]
+
+
+class _Tap:
+    def __init__(self, model, optimizer):
+        self.model = weakref.ref(model)
+        self.optimizer = optimizer
+        self.clients = []
+        self.slots = {}  # client signature -> its variables, reused by every fit
+        self.functions = {}  # tuple of signatures -> wrapped train function
+        self.plain_function = None
+        self.last_plain = None
+        self.original_apply = None
+        self.fit_token = None
+        self.aborting = False
+        # JAX threads optimizer variables through its stateless step, so the
+        # tap's variables must be among them; elsewhere they stay outside the
+        # optimizer, and nothing of them can reach a saved model.
+        self.in_optimizer = keras.backend.backend() == "jax"
+
+    # -- clients -----------------------------------------------------------------
+    def attach(self, client):
+        model = self.model()
+        if not self.clients:
+            current = model.train_function
+            if current is not self.last_plain:
+                self.functions.clear()  # recompiled since: traced functions are stale
+            self.plain_function = current
+            self.fit_token = getattr(model, "history", None)
+            if self.in_optimizer:
+                self._watch_jax_exit(model)
+            self.original_apply = type(self.optimizer).apply.__get__(self.optimizer)
+            setattr(self.optimizer, "apply", self._apply)
+            setattr(self.optimizer, _MARK, self)
+        variables = self.slots.get(client.signature)
+        if variables is None:
+            variables = [self.optimizer.add_variable(shape, initializer="zeros", dtype=dtype, name=name)
+                         for shape, dtype, name in client.variable_specs()]
+            # add_variable appended them; they are put back on each attach.
+            self._remove_variables(variables)
+            self.slots[client.signature] = variables
+        for variable, value in zip(variables, client.initial_values()):
+            variable.assign(value)
+        if self.in_optimizer:
+            self.optimizer._variables.extend(variables)
+        client.variables = variables
+        self.clients.append(client)
+        self._select_function()
+
+    def detach(self, client):
+        if client not in self.clients:
+            return
+        self.clients.remove(client)
+        if self.in_optimizer:
+            self._remove_variables(client.variables)
+        model = self.model()
+        if self.clients:
+            self._select_function()
+            return
+        self.optimizer.__dict__.pop("apply", None)
+        self.optimizer.__dict__.pop(_MARK, None)
+        if model is not None:
+            model.train_function = self.plain_function
+            model.__dict__.pop("jax_state_sync", None)
+        self.last_plain, self.plain_function, self.fit_token = self.plain_function, None, None
+
+    def _remove_variables(self, variables):
+        ids = {id(v) for v in variables}
+        tracked = self.optimizer._variables  # a tracking list wrapper on TensorFlow: delete in place
+        for index in reversed(range(len(tracked))):
+            if id(tracked[index]) in ids:
+                del tracked[index]
+
+    def _select_function(self):
+        model = self.model()
+        key = tuple(c.signature for c in self.clients)
+        function = self.functions.get(key)
+        if function is None:
+            model.make_train_function(force=True)
+            function = self.functions[key] = self._guarded(model.train_function)
+        model.train_function = function
+
+    def abort_all(self):
+        """Remove every client: the fit they belong to ended by an exception."""
+        clients, self.aborting = list(self.clients), True
+        try:
+            for client in clients:
+                client.abort()
+                self.detach(client)
+        finally:
+            self.aborting = False
+
+    def _guarded(self, function):
+        tap = self
+
+        def guarded(*args):
+            model = tap.model()
+            if not tap.clients or tap.fit_token is not getattr(model, "history", None):
+                # Left installed by a fit that an exception ended outside a step
+                # (torch fetches data outside it; another callback may raise):
+                # this is a new fit, without the tap.
+                tap.abort_all()
+                return model.train_function(*args)
+            try:
+                return function(*args)
+            except BaseException:
+                # An error inside fit skips on_train_end: never leave the optimizer wrapped.
+                tap.abort_all()
+                raise
+
+        return guarded
+
+    def _watch_jax_exit(self, model):
+        """JAX's fit syncs its state in a `finally`: if an exception is on its way out, remove the tap."""
+        original = type(model).jax_state_sync.__get__(model)
+        ambient = sys.exc_info()[1]  # fit may itself run inside an `except` block
+        tap = self
+
+        def jax_state_sync():
+            original()
+            error = sys.exc_info()[1]
+            if error is not None and error is not ambient and tap.clients and not tap.aborting:
+                tap.abort_all()
+
+        model.jax_state_sync = jax_state_sync
+
+    # -- the wrapped apply --------------------------------------------------------
+    def _apply(self, grads, trainable_variables=None):
+        optimizer = self.optimizer
+        if trainable_variables is None:
+            trainable_variables = optimizer._trainable_variables
+        grads, trainable_variables = list(grads), list(trainable_variables)
+        pairs = [(g, v) for g, v in zip(grads, trainable_variables) if g is not None]
+        context = StepContext(optimizer, [g for g, _ in pairs], [v for _, v in pairs])
+        for client in self.clients:
+            client.before_apply(context)
+
+        def run():
+            self.original_apply(grads, trainable_variables)
+
+        if any(client.guards for client in self.clients):
+            tap_ids = {id(v) for c in self.clients for v in c.variables}
+            protected = list(trainable_variables) + [v for v in optimizer.variables if id(v) not in tap_ids]
+            _backend.apply_if(context.finite, run, protected)
+        else:
+            run()
+        for client in self.clients:
+            client.after_apply(context)
+
+
+def attach(model, client):
+    """Attach `client` to the tap on `model`'s optimizer for this fit; returns the tap."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        raise ValueError(f"{type(client).__name__} needs a compiled model (model.optimizer is None).")
+    inner = innermost(optimizer)
+    if not inner.built:
+        optimizer.build(model.trainable_variables)
+    stale = inner.__dict__.get(_MARK)
+    if stale is not None and stale.fit_token is not getattr(model, "history", None):
+        # Left over by a fit interrupted outside a step (e.g. in a callback):
+        # each fit has its own History object.
+        stale.abort_all()
+    tap = _TAPS.get(inner)
+    if tap is None or tap.model() is not model:
+        tap = _TAPS[inner] = _Tap(model, inner)
+    tap.attach(client)
+    return tap
+
+
+class TapClient:
+    """Base for tap users. Subclasses set `signature`, `guards` and the hooks."""
+
+    guards = False
+    variables = ()
+    signature = None
+
+    def variable_specs(self):
+        return []
+
+    def initial_values(self):
+        return [np.zeros(shape, dtype=dtype) for shape, dtype, _ in self.variable_specs()]
+
+    def before_apply(self, context):
+        pass
+
+    def after_apply(self, context):
+        pass
+
+    def abort(self):
+        """Called when the fit ends by an exception, before the tap is removed."""

@@ -1,0 +1,292 @@
+"""GradientNormLogger: the real step's gradient norms per layer, in `logs`."""
+
+import logging
+import math
+import warnings
+
+import keras
+import numpy as np
+
+from keras_actkit import _backend
+from keras_actkit.callbacks import _tap
+
+logger = logging.getLogger("keras_actkit")
+
+
+def _per_layer_sums(values, layer_of, n_layers):
+    """Stack, per layer, the float32 sum over `values` (a list of tensors, one per variable)."""
+    ops = keras.ops
+    groups = [[] for _ in range(n_layers)]
+    for value, index in zip(values, layer_of):
+        groups[index].append(value)
+    return ops.stack([
+        ops.sum(ops.stack(group)) if group else ops.convert_to_tensor(0.0, "float32") for group in groups
+    ])
+
+
+def _sq(x):
+    x = keras.ops.cast(x, "float32")
+    return keras.ops.sum(keras.ops.square(x))
+
+
+class _NormClient(_tap.TapClient):
+    """In-graph part: on logged steps, per-layer ‖g‖² and ‖Δw‖/‖w‖ into one vector variable."""
+
+    def __init__(self, every_n_steps, layers, layer_by_variable):
+        self.every_n_steps = every_n_steps
+        self.layers = layers
+        self.layer_by_variable = layer_by_variable  # id(variable) -> layer index
+        self.signature = ("grad_norms", every_n_steps, tuple(layers), tuple(sorted(layer_by_variable.items())))
+        self._pending = None
+        self._torch = keras.backend.backend() == "torch"
+
+    def variable_specs(self):
+        return [((2 + 2 * len(self.layers),), "float32", "keras_actkit_grad_norms")]
+
+    def initial_values(self):
+        values = np.zeros(2 + 2 * len(self.layers), "float32")
+        values[0] = -1.0  # step of the last record: none yet
+        return [values]
+
+    def before_apply(self, context):
+        ops = keras.ops
+        n = len(self.layers)
+        is_log = ops.logical_and(context.is_update, ops.equal(context.step % self.every_n_steps, 0))
+        if self._torch:
+            is_log = bool(is_log)
+            if not is_log:
+                self._pending = None
+                return
+        layer_of = [self.layer_by_variable[id(v)] for v in context.variables]
+
+        def grad_part():
+            return _per_layer_sums([_sq(g) for g in context.effective_grads()], layer_of, n)
+
+        sq = grad_part() if self._torch else ops.cond(is_log, grad_part, lambda: ops.zeros((n,), "float32"))
+        # A read that happens now, before the update (tf.identity / a torch clone).
+        before = [ops.copy(v.value) for v in context.variables]
+        self._pending = (is_log, sq, before, layer_of)
+
+    def after_apply(self, context):
+        if self._pending is None:
+            return
+        ops = keras.ops
+        is_log, sq, before, layer_of = self._pending
+        self._pending = None
+        n = len(self.layers)
+
+        def ratio_part():
+            delta = _per_layer_sums([_sq(v.value - b) for v, b in zip(context.variables, before)], layer_of, n)
+            size = _per_layer_sums([_sq(b) for b in before], layer_of, n)
+            return ops.sqrt(ops.divide_no_nan(delta, size))
+
+        ratios = ratio_part() if self._torch else ops.cond(is_log, ratio_part, lambda: ops.zeros((n,), "float32"))
+        record = ops.concatenate([
+            ops.reshape(ops.cast(context.step, "float32"), (1,)),
+            ops.reshape(ops.sqrt(ops.sum(sq)), (1,)),
+            ops.sqrt(sq),
+            ratios,
+        ])
+        variable = self.variables[0]
+        variable.assign(record if self._torch else ops.where(is_log, record, variable.value))
+
+
+class GradientNormLogger(keras.callbacks.Callback):
+    """Per-layer gradient norms and update ratios of the real training step.
+
+    The gradients are read where the optimizer receives them (a tap on its
+    `apply`, inside the traced step; unscaled under `LossScaleOptimizer`, the
+    window mean under `gradient_accumulation_steps`), so nothing is computed
+    twice. Every `every_n_steps` optimizer steps the tap records, per layer,
+    the L2 norm of the gradient and the update ratio ‖Δw‖/‖w‖ of that step, and
+    the global norm. They go into the batch `logs` when recorded, and as
+    epoch means into the epoch `logs` (so `History`, `CSVLogger` and
+    `TensorBoard` get them): `grad_norm/<layer>`, `grad_norm/global`,
+    `update_ratio/<layer>`.
+
+    One warning each for vanishing gradients (the RMS gradient of the first
+    third of the layers below `vanishing_ratio` times that of the last third)
+    and exploding ones (the global norm non-finite or above `exploding_factor`
+    times the median of its last `window` records), naming the layers.
+
+    Args:
+        every_n_steps: Record every n-th optimizer step, >= 1. Defaults to 10.
+        vanishing_ratio: In (0, 1). Defaults to 1e-3.
+        exploding_factor: > 1. Defaults to 10.
+        window: Records the exploding test compares with, >= 2. Defaults to 20.
+        verbose: Log each record at INFO level on the "keras_actkit" logger.
+
+    Example:
+    ```python
+    norms = keras_actkit.callbacks.GradientNormLogger(every_n_steps=5)
+    model.fit(x, y, epochs=5, callbacks=[norms])
+    norms.history["norms"]               # (records, layers) array
+    norms.plot().savefig("grad_norms.png")
+    ```
+    """
+
+    def __init__(self, every_n_steps=10, vanishing_ratio=1e-3, exploding_factor=10.0, window=20, verbose=False):
+        super().__init__()
+        if not (isinstance(every_n_steps, int) and not isinstance(every_n_steps, bool) and every_n_steps >= 1):
+            raise ValueError(f"`every_n_steps` must be an integer >= 1. Received: every_n_steps={every_n_steps!r}")
+        if not (isinstance(vanishing_ratio, (int, float)) and 0 < vanishing_ratio < 1):
+            raise ValueError(f"`vanishing_ratio` must lie in (0, 1). Received: vanishing_ratio={vanishing_ratio!r}")
+        if not (isinstance(exploding_factor, (int, float)) and exploding_factor > 1):
+            raise ValueError(f"`exploding_factor` must be > 1. Received: exploding_factor={exploding_factor!r}")
+        if not (isinstance(window, int) and not isinstance(window, bool) and window >= 2):
+            raise ValueError(f"`window` must be an integer >= 2. Received: window={window!r}")
+        self.every_n_steps = every_n_steps
+        self.vanishing_ratio, self.exploding_factor, self.window = vanishing_ratio, exploding_factor, window
+        self.verbose = verbose
+        self.layers, self.layer_sizes = [], np.zeros(0)
+        self._records, self._epoch_records = [], []
+        self._warned = set()
+        self._client = None
+        self._tap = None
+
+    # -- fit hooks ------------------------------------------------------------------
+    def on_train_begin(self, logs=None):
+        variables = list(self._model.trainable_variables)
+        if not variables:
+            warnings.warn("GradientNormLogger: the model has no trainable variables; nothing to log.", stacklevel=2)
+            return
+        layers, layer_by_variable, sizes = [], {}, {}
+        for variable in variables:
+            key = _tap.layer_key(variable)
+            if key not in sizes:
+                layers.append(key)
+                sizes[key] = 0
+            sizes[key] += int(np.prod(variable.shape))
+            layer_by_variable[id(variable)] = layers.index(key)
+        if layers != self.layers:
+            self._records = []
+        self.layers = layers
+        self.layer_sizes = np.array([sizes[k] for k in layers], "float64")
+        self._client = _NormClient(self.every_n_steps, layers, layer_by_variable)
+        self._tap = _tap.attach(self._model, self._client)
+        self._last_step = -1.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_records = []
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._client is None:
+            return
+        record = self._read()
+        if record is not None and logs is not None:
+            logs.update(self._as_logs(record))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._client is None:
+            return
+        self._read()
+        if logs is None:
+            return
+        if self._epoch_records:
+            # Mean over the epoch's records; a NaN record (a step NaNGuard skipped) is left out.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                logs.update(self._as_logs(np.nanmean(np.stack(self._epoch_records), axis=0)))
+        else:  # every_n_steps longer than the epoch: keep the columns
+            logs.update(self._as_logs(np.full(2 + 2 * len(self.layers), np.nan)))
+
+    def on_train_end(self, logs=None):
+        self._detach()
+
+    def _detach(self):
+        if self._tap is not None and self._client is not None:
+            self._tap.detach(self._client)
+        self._tap = None
+
+    # -- reading -----------------------------------------------------------------------
+    def _read(self):
+        (values,) = _backend.read_values(self._model, self._client.variables)
+        step = float(values[0])
+        if step < 0 or step == self._last_step:
+            return None
+        self._last_step = step
+        record = values[1:].astype("float64")
+        self._records.append(np.concatenate([[step], record]))
+        self._epoch_records.append(record)
+        self._diagnose(int(step), record)
+        if self.verbose:
+            logger.info("GradientNormLogger step %d: global %.3g", int(step), record[0])
+        return record
+
+    def _as_logs(self, record):
+        n = len(self.layers)
+        out = {"grad_norm/global": float(record[0])}
+        for i, name in enumerate(self.layers):
+            out[f"grad_norm/{name}"] = float(record[1 + i])
+        for i, name in enumerate(self.layers):
+            out[f"update_ratio/{name}"] = float(record[1 + n + i])
+        return out
+
+    def _diagnose(self, step, record):
+        n = len(self.layers)
+        norms = record[1: 1 + n]
+        history = [r[1] for r in self._records[:-1]][-self.window:]
+        if "exploding" not in self._warned and len(history) >= min(5, self.window):
+            reference = float(np.median(history))
+            if not math.isfinite(record[0]) or record[0] > self.exploding_factor * reference:
+                self._warned.add("exploding")
+                past = np.median(np.stack([r[2: 2 + n] for r in self._records[:-1]][-self.window:]), axis=0)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    jump = np.where(past > 0, norms / past, np.inf)
+                jump = np.where(np.isfinite(norms), jump, np.inf)
+                order = np.argsort(-jump)[:3]
+                named = ", ".join(f"{self.layers[i]!r} ({norms[i]:.3g}, {jump[i]:.3g}x)" for i in order)
+                warnings.warn(
+                    f"GradientNormLogger: exploding gradients at step {step}: the global norm is {record[0]:.3g}, "
+                    f"{self.exploding_factor:g}x above its recent median {reference:.3g}. Largest jumps: {named}. "
+                    "Remedies: a lower learning rate (keras_actkit.find_lr), gradient clipping "
+                    "(clipnorm=), keras_actkit.callbacks.NaNGuard, BatchNormalization.", stacklevel=2)
+        if "vanishing" not in self._warned and n >= 2:
+            rms = norms / np.sqrt(self.layer_sizes)
+            third = max(1, n // 3)
+            first, last = rms[:third], rms[-third:]
+            if np.all(np.isfinite(rms)) and np.all(last > 0):
+                with np.errstate(divide="ignore"):
+                    ratio = float(np.exp(np.mean(np.log(np.maximum(first, 1e-300))) - np.mean(np.log(last))))
+                if ratio < self.vanishing_ratio:
+                    self._warned.add("vanishing")
+                    names = ", ".join(repr(self.layers[i]) for i in range(third))
+                    tail = ", ".join(repr(self.layers[n - third + i]) for i in range(third))
+                    warnings.warn(
+                        f"GradientNormLogger: vanishing gradients at step {step}: the RMS gradient of the first "
+                        f"layers ({names}) is {ratio:.2g} times that of the last layers ({tail}). Remedies: "
+                        "ReLU-family activations (keras_actkit.layers.LeakyReLU6, PReLU) with matched "
+                        "initialisation (keras_actkit.match_initializers), BatchNormalization, residual "
+                        "connections.", stacklevel=2)
+
+    # -- results -------------------------------------------------------------------------
+    @property
+    def history(self):
+        """Records so far: `step` (n,), `global` (n,), `norms` and `update_ratios` (n, layers), `layers`."""
+        n = len(self.layers)
+        rows = np.stack(self._records) if self._records else np.zeros((0, 2 + 2 * n))
+        return {"layers": list(self.layers), "step": rows[:, 0].astype(int), "global": rows[:, 1],
+                "norms": rows[:, 2: 2 + n], "update_ratios": rows[:, 2 + n:]}
+
+    def plot(self, ax=None):
+        """Heatmap of log10 gradient norm, layers x recorded steps; returns the figure."""
+        from keras_actkit.plotting import get_axes
+
+        figure, ax = get_axes(ax, figsize=(7.0, 0.6 + 0.35 * max(len(self.layers), 4)))
+        history = self.history
+        with np.errstate(divide="ignore", invalid="ignore"):
+            data = np.log10(history["norms"].T)
+        steps = history["step"]
+        extent = None
+        if len(steps):
+            half = (steps[1] - steps[0]) / 2 if len(steps) > 1 else 0.5
+            extent = (steps[0] - half, steps[-1] + half, len(self.layers) - 0.5, -0.5)
+        image = ax.imshow(np.ma.masked_invalid(data), aspect="auto", cmap="viridis", interpolation="nearest",
+                          extent=extent)
+        ax.set_yticks(range(len(self.layers)))
+        ax.set_yticklabels(self.layers, fontsize="small")
+        ax.set_xlabel("training step")
+        ax.set_title("GradientNormLogger: log10 ‖gradient‖ per layer")
+        figure.colorbar(image, ax=ax, label="log10 norm")
+        return figure

@@ -1,0 +1,387 @@
+"""NaNGuard: skip non-finite steps in-graph, roll back to the last good state, lower the LR, go on."""
+
+import logging
+import os
+import warnings
+
+import keras
+import numpy as np
+
+from keras_actkit import _backend
+from keras_actkit.callbacks import _tap
+
+logger = logging.getLogger("keras_actkit")
+
+# A snapshot is refused when the loss has grown this many times since the last
+# one: finite weights on their way to overflow are not a good state to return to.
+DIVERGENCE = 10.0
+
+# Layout of the guard's state vector (one variable, so one read is consistent).
+SKIPPED, STREAK, LAST_BAD_STEP, FIRST_BAD, WEIGHTS_FINITE, STEPS = range(6)
+
+
+class _GuardClient(_tap.TapClient):
+    """In-graph part: the update runs only when every gradient is finite; counters in one vector."""
+
+    guards = True
+
+    def __init__(self):
+        self.signature = ("nan_guard",)
+        self.names = None  # layer of each gradient, in the order the tap sees them
+        self._pending = None
+
+    def variable_specs(self):
+        return [((6,), "float32", "keras_actkit_nan_guard")]
+
+    def initial_values(self):
+        values = np.zeros(6, "float32")
+        values[[LAST_BAD_STEP, FIRST_BAD]] = -1.0
+        values[WEIGHTS_FINITE] = 1.0
+        return [values]
+
+    def before_apply(self, context):
+        if self.names is None:
+            self.names = [_tap.layer_key(v) for v in context.variables]
+        ops = keras.ops
+        if context.finite_each is None:
+            self._pending = None
+            return
+        # Index of the first variable whose gradient is not finite (0 when all are).
+        first = ops.argmin(ops.cast(context.finite_each, "int32"))
+        self._pending = (context.finite, first)
+
+    def after_apply(self, context):
+        if self._pending is None:
+            return
+        ops = keras.ops
+        finite, first = self._pending
+        self._pending = None
+        weights_ok = ops.all(ops.stack([ops.all(ops.isfinite(v.value)) for v in context.variables]))
+        variable = self.variables[0]
+        old = variable.value
+        bad = ops.cast(ops.logical_not(finite), "float32")
+        step = ops.cast(context.step, "float32")
+        variable.assign(ops.stack([
+            old[SKIPPED] + bad,
+            ops.where(finite, 0.0, old[STREAK] + 1.0),
+            ops.where(finite, old[LAST_BAD_STEP], step),
+            ops.where(finite, old[FIRST_BAD], ops.cast(first, "float32")),
+            ops.cast(weights_ok, "float32"),
+            old[STEPS] + 1.0,
+        ]))
+
+
+class _ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """The user's schedule times the guard's factor, for the rest of one fit."""
+
+    def __init__(self, schedule, factor):
+        self.schedule, self.factor = schedule, factor
+
+    def __call__(self, step):
+        return self.schedule(step) * self.factor
+
+    def get_config(self):  # pragma: no cover - never saved: removed in on_train_end
+        return {"factor": self.factor}
+
+
+class NaNGuard(keras.callbacks.Callback):
+    """Survive NaN/Inf in training instead of dying.
+
+    Every step, in-graph (through the optimizer tap shared with
+    `GradientNormLogger`): if any gradient is not finite, the update is
+    skipped, so weights and optimizer state stay as they were
+    (`logs["nan_guard/skipped"]`). Under `LossScaleOptimizer` the gradients are
+    checked after unscaling, and the steps it skips itself (normal in mixed
+    precision) are left to it.
+
+    After every batch the guard reads its counters. It rolls back to the last
+    good snapshot (weights, non-trainable state such as BatchNormalization's
+    moving statistics, optimizer variables) when the weights are not finite,
+    when a skipped step left non-finite non-trainable state (a NaN batch
+    poisons the moving statistics in the forward pass even though the update
+    was skipped), or after `patience` non-finite steps in a row; it then
+    multiplies the learning rate by `lr_factor` (a schedule is scaled for the
+    rest of the fit) and goes on (`logs["nan_guard/rollbacks"]`). Past
+    `max_retries` rollbacks it restores the snapshot, stops training and leaves
+    a report in `.report`. Whatever happens, the weights left after `fit` are
+    finite.
+
+    Args:
+        patience: Non-finite steps in a row that trigger a rollback, >= 1.
+            Defaults to 3.
+        lr_factor: Learning-rate factor at each rollback, in (0, 1].
+            Defaults to 0.5.
+        max_retries: Rollbacks before training is stopped, >= 0. Defaults to 3.
+        snapshot_every_n_steps: Take a snapshot (when everything is finite)
+            every n batches, >= 1. Defaults to 100. One is also taken when
+            training begins and at the end of every epoch.
+        snapshot_path: Also write each snapshot to this `.npz` file.
+        verbose: Log rollbacks at INFO level as well as warning.
+
+    Example:
+    ```python
+    guard = keras_actkit.callbacks.NaNGuard()
+    model.fit(x, y, epochs=10, callbacks=[guard])
+    guard.skipped, guard.rollbacks, guard.report
+    ```
+    """
+
+    def __init__(self, patience=3, lr_factor=0.5, max_retries=3, snapshot_every_n_steps=100, snapshot_path=None,
+                 verbose=False):
+        super().__init__()
+
+        def integer(value):
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        if not (integer(patience) and patience >= 1):
+            raise ValueError(f"`patience` must be an integer >= 1. Received: patience={patience!r}")
+        if not (isinstance(lr_factor, (int, float)) and 0 < lr_factor <= 1):
+            raise ValueError(f"`lr_factor` must lie in (0, 1]. Received: lr_factor={lr_factor!r}")
+        if not (integer(max_retries) and max_retries >= 0):
+            raise ValueError(f"`max_retries` must be an integer >= 0. Received: max_retries={max_retries!r}")
+        if not (integer(snapshot_every_n_steps) and snapshot_every_n_steps >= 1):
+            raise ValueError("`snapshot_every_n_steps` must be an integer >= 1. "
+                             f"Received: snapshot_every_n_steps={snapshot_every_n_steps!r}")
+        if snapshot_path is not None and not str(snapshot_path).endswith(".npz"):
+            raise ValueError(f"`snapshot_path` must name a .npz file. Received: snapshot_path={snapshot_path!r}")
+        self.patience, self.lr_factor, self.max_retries = patience, lr_factor, max_retries
+        self.snapshot_every_n_steps, self.snapshot_path = snapshot_every_n_steps, snapshot_path
+        self.verbose = verbose
+        self.skipped = 0
+        self.rollbacks = 0
+        self.report = None
+        self.events = []  # one dict per rollback
+        self._client = None
+        self._tap = None
+
+    # -- state ------------------------------------------------------------------------
+    def _tracked(self):
+        """Every variable a rollback restores: weights, non-trainable state, optimizer variables."""
+        model = self._model
+        tap_ids = {id(v) for c in (self._tap.clients if self._tap else []) for v in c.variables}
+        optimizer_variables = [v for v in model.optimizer.variables if id(v) not in tap_ids]
+        return list(model.trainable_variables) + list(model.non_trainable_variables) + optimizer_variables
+
+    def _loss_ok(self, logs):
+        loss = (logs or {}).get("loss")
+        if loss is None or self._reference_loss is None:
+            return True
+        return bool(np.isfinite(loss)) and loss <= DIVERGENCE * self._reference_loss
+
+    def _snapshot(self, logs=None):
+        """Take a snapshot if everything is finite; returns False (and keeps the old one) otherwise."""
+        values = _backend.read_values(self._model, self._variables)
+        if not all(np.all(np.isfinite(v)) for v in values if np.issubdtype(v.dtype, np.floating)):
+            return False
+        self._good = values
+        self._good_step = self._calls
+        loss = (logs or {}).get("loss")
+        if loss is not None and np.isfinite(loss):
+            self._reference_loss = float(loss)
+        if self.snapshot_path is not None:
+            tmp = f"{self.snapshot_path}.tmp.npz"
+            np.savez(tmp, **{f"{i:05d}": v for i, v in enumerate(values)})
+            os.replace(tmp, self.snapshot_path)
+        return True
+
+    def _try_snapshot(self, logs, state):
+        """Snapshot when the loss has not diverged; roll back if the state is not finite."""
+        if not self._loss_ok(logs):
+            return
+        if not self._snapshot(logs):
+            self._rollback("the weights or non-trainable state are not finite", state)
+
+    def _restore(self):
+        _backend.write_values(self._model, self._variables, self._good)
+
+    def _all_finite(self, variables):
+        return all(np.all(np.isfinite(v)) for v in _backend.read_values(self._model, variables)
+                   if np.issubdtype(v.dtype, np.floating))
+
+    # -- fit hooks -----------------------------------------------------------------------
+    def on_train_begin(self, logs=None):
+        self.skipped, self.rollbacks, self.report, self.events = 0, 0, None, []
+        self._client = _GuardClient()
+        self._client.abort = self._abort  # an exception inside a step
+        self._tap = _tap.attach(self._model, self._client)
+        self._variables = self._tracked()
+        self._calls, self._seen_skipped, self._epoch = 0, 0, 0
+        self._schedule = None
+        self._reference_loss = None  # loss when the snapshot was taken; the first batch's for the first
+        self._patch_loss_tracker()
+        if not self._snapshot():
+            self._detach()
+            raise ValueError("NaNGuard: the model's weights or optimizer state are already not finite before "
+                             "training; there is no good state to return to.")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    # The loss tracker is filtered only while training steps are traced or run;
+    # validation inside fit sees Keras's own (these hooks run around it).
+    def on_test_begin(self, logs=None):
+        self._filtering = False
+
+    def on_test_end(self, logs=None):
+        self._filtering = self._client is not None
+
+    def _patch_loss_tracker(self):
+        """Leave skipped batches out of `logs["loss"]` (Keras's running mean would read NaN all epoch)."""
+        tracker = getattr(self._model, "_loss_tracker", None)
+        self._filtering = True
+        if tracker is None:
+            return
+        original = type(tracker).update_state.__get__(tracker)
+        guard = self
+
+        def update_state(values, sample_weight=None):
+            if not guard._filtering:
+                return original(values, sample_weight=sample_weight)
+            ops = keras.ops
+            finite = ops.all(ops.isfinite(values))
+            weight = 1.0 if sample_weight is None else ops.cast(sample_weight, "float32")
+            weight = ops.cast(finite, "float32") * weight
+            return original(ops.where(finite, values, ops.zeros_like(values)), sample_weight=weight)
+
+        tracker.update_state = update_state
+
+    def _unpatch_loss_tracker(self):
+        tracker = getattr(self._model, "_loss_tracker", None)
+        if tracker is not None:
+            tracker.__dict__.pop("update_state", None)
+        self._filtering = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._client is None:
+            return
+        self._calls += 1
+        if self._reference_loss is None and logs and np.isfinite(logs.get("loss", np.nan)):
+            self._reference_loss = float(logs["loss"])
+        (state,) = _backend.read_values(self._model, self._client.variables)
+        self.skipped = int(state[SKIPPED])
+        new_bad = self.skipped > self._seen_skipped
+        self._seen_skipped = self.skipped
+        reason = None
+        if state[WEIGHTS_FINITE] < 0.5:
+            reason = "the weights are not finite"
+        elif state[STREAK] >= self.patience:
+            reason = f"{int(state[STREAK])} non-finite steps in a row"
+        elif new_bad and not self._all_finite(self._model.non_trainable_variables):
+            reason = "a non-finite batch left non-finite non-trainable state (e.g. BatchNormalization statistics)"
+        if reason is not None:
+            self._rollback(reason, state)
+        elif self._calls - self._good_step >= self.snapshot_every_n_steps:
+            self._try_snapshot(logs, state)
+        if logs is not None:
+            logs["nan_guard/skipped"] = self.skipped
+            logs["nan_guard/rollbacks"] = self.rollbacks
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._client is not None and self._calls > self._good_step and not self._model.stop_training:
+            (state,) = _backend.read_values(self._model, self._client.variables)
+            self._try_snapshot(logs, state)
+        if logs is not None and self._client is not None:
+            logs["nan_guard/skipped"] = self.skipped
+            logs["nan_guard/rollbacks"] = self.rollbacks
+
+    def on_train_end(self, logs=None):
+        if self._client is None:
+            return
+        if not self._all_finite(self._variables):
+            self._restore()
+            warnings.warn("NaNGuard: the weights were not finite at the end of training; restored the last good "
+                          "snapshot.", stacklevel=2)
+        self._detach()
+
+    # -- rollback ------------------------------------------------------------------------
+    def _rollback(self, reason, state):
+        first = int(state[FIRST_BAD])
+        names = self._client.names or []
+        event = {
+            "batch_calls": self._calls,
+            "epoch": self._epoch,
+            "step": int(state[LAST_BAD_STEP]),
+            "reason": reason,
+            "first_nonfinite_gradient": names[first] if 0 <= first < len(names) else None,
+            "skipped": self.skipped,
+        }
+        # The snapshot holds the learning rate too: lower the one in use, not the snapshot's.
+        lr_variable = self._lr_variable()
+        lr_now = None if lr_variable is None else _backend.read_values(self._model, [lr_variable])[0]
+        self._restore()
+        if lr_now is not None:
+            _backend.write_values(self._model, [lr_variable], [lr_now])
+        reset = self._client.initial_values()[0]
+        reset[SKIPPED] = state[SKIPPED]
+        _backend.write_values(self._model, self._client.variables, [reset])
+        if self.rollbacks >= self.max_retries:
+            self._model.stop_training = True
+            self.report = dict(event, rollbacks=self.rollbacks)
+            warnings.warn(
+                f"NaNGuard: {reason} (epoch {event['epoch']}, optimizer step {event['step']}; first non-finite "
+                f"gradient in layer {event['first_nonfinite_gradient']!r}). {self.rollbacks} rollback(s) did not "
+                "help: training stopped with the model at the last good snapshot. Lower the learning rate "
+                "(keras_actkit.find_lr), check the data for NaN/Inf, or clip gradients (clipnorm=).",
+                stacklevel=2)
+            return
+        self.rollbacks += 1
+        event["lr_factor"] = self._lower_lr()
+        event["rollbacks"] = self.rollbacks
+        self.events.append(event)
+        message = (f"NaNGuard: {reason} (epoch {event['epoch']}, optimizer step {event['step']}; first non-finite "
+                   f"gradient in layer {event['first_nonfinite_gradient']!r}): rolled back to the last good "
+                   f"snapshot and multiplied the learning rate by {self.lr_factor:g} "
+                   f"(rollback {self.rollbacks} of at most {self.max_retries}).")
+        warnings.warn(message, stacklevel=2)
+        if self.verbose:
+            logger.info(message)
+
+    def _lower_lr(self):
+        if self.lr_factor == 1:
+            return 1.0
+        inner = _tap.innermost(self._model.optimizer)
+        current = inner._learning_rate
+        if isinstance(current, keras.optimizers.schedules.LearningRateSchedule):
+            if isinstance(current, _ScaledSchedule):
+                current.factor *= self.lr_factor
+            else:
+                self._schedule = current
+                inner._learning_rate = _ScaledSchedule(current, self.lr_factor)
+            # The factor is a constant of the traced step: trace again.
+            self._tap.functions.clear()
+            self._tap._select_function()
+            return inner._learning_rate.factor
+        variable = self._lr_variable()
+        if variable is None:
+            warnings.warn("NaNGuard: the optimizer's learning rate is neither a variable nor a schedule; "
+                          "it was not lowered.", stacklevel=3)
+            return 1.0
+        (value,) = _backend.read_values(self._model, [variable])
+        _backend.write_values(self._model, [variable], [value * self.lr_factor])
+        return self.lr_factor
+
+    def _lr_variable(self):
+        current = _tap.innermost(self._model.optimizer)._learning_rate
+        return current if isinstance(current, keras.Variable) else None
+
+    def _detach(self):
+        self._restore_schedule()
+        self._unpatch_loss_tracker()
+        if self._tap is not None and self._client is not None:
+            self._tap.detach(self._client)
+        self._tap = None
+
+    def _abort(self):
+        self._restore_schedule()
+        self._unpatch_loss_tracker()
+
+    def _restore_schedule(self):
+        if self._schedule is not None:
+            inner = _tap.innermost(self._model.optimizer)
+            factor = inner._learning_rate.factor
+            inner._learning_rate = self._schedule
+            self._schedule = None
+            if self._tap is not None:
+                self._tap.functions.clear()  # traced with the scaled schedule
+            logger.info("NaNGuard: the learning-rate schedule is restored; the factor %g applied during fit only.",
+                        factor)

@@ -1,0 +1,272 @@
+"""GradientNormLogger: logged norms equal an independent recomputation on every backend."""
+
+import csv
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from autodiff import model_grads
+from conftest import BACKEND, only_backends
+
+import keras_actkit as ak
+from keras_actkit.callbacks import GradientNormLogger
+
+
+def _data(n=32, d=6, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype("float32")
+    y = rng.integers(0, classes, size=n).astype("int32")
+    return x, y
+
+
+def _model(d=6, classes=3):
+    return keras.Sequential([
+        keras.Input((d,)),
+        keras.layers.Dense(8, activation="tanh", name="first"),
+        ak.layers.PReLU(name="prelu"),
+        keras.layers.Dense(classes, activation="softmax", name="out"),
+    ])
+
+
+def _expected_norms(grads, variables):
+    per_layer = {}
+    for g, v in zip(grads, variables):
+        key = v.path.split("/")[1]
+        per_layer[key] = per_layer.get(key, 0.0) + float(np.sum(np.square(g.astype("float64"))))
+    return {k: np.sqrt(s) for k, s in per_layer.items()}
+
+
+def _weights(model):
+    return [np.array(keras.ops.convert_to_numpy(v.value)) for v in model.trainable_variables]
+
+
+def test_norms_and_update_ratio_match_independent_gradient():
+    x, y = _data()
+    model = _model()
+    lr = 0.1
+    model.compile(keras.optimizers.SGD(lr), keras.losses.SparseCategoricalCrossentropy())
+    before = _weights(model)
+    grads = model_grads(model, x, y, keras.losses.SparseCategoricalCrossentropy())
+    logger = GradientNormLogger(every_n_steps=1)
+    history = model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[logger])
+
+    expected = _expected_norms(grads, model.trainable_variables)
+    assert logger.history["layers"] == ["first", "prelu", "out"]
+    np.testing.assert_array_equal(logger.history["step"], [0])
+    for i, name in enumerate(logger.history["layers"]):
+        np.testing.assert_allclose(logger.history["norms"][0, i], expected[name], rtol=1e-5)
+        np.testing.assert_allclose(history.history[f"grad_norm/{name}"][0], expected[name], rtol=1e-5)
+    np.testing.assert_allclose(logger.history["global"][0], np.sqrt(sum(e ** 2 for e in expected.values())),
+                               rtol=1e-5)
+    # Plain SGD: Δw = -lr·g, so ‖Δw‖/‖w‖ = lr·‖g‖/‖w‖ per layer (closed form).
+    norms_w = _expected_norms(before, model.trainable_variables)
+    for i, name in enumerate(logger.history["layers"]):
+        np.testing.assert_allclose(logger.history["update_ratios"][0, i], lr * expected[name] / norms_w[name],
+                                   rtol=1e-4)
+
+
+def test_every_n_steps_records_those_steps_and_epoch_means():
+    x, y = _data(n=64)
+    model = _model()
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    logger = GradientNormLogger(every_n_steps=3)
+    history = model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0, callbacks=[logger])
+    np.testing.assert_array_equal(logger.history["step"], [0, 3, 6, 9, 12, 15])
+    first_epoch = logger.history["global"][:3]
+    np.testing.assert_allclose(history.history["grad_norm/global"][0], first_epoch.mean(), rtol=1e-6)
+
+
+def test_gradient_accumulation_logs_the_window_mean():
+    x, y = _data(n=16)
+    model = _model()
+    loss = keras.losses.SparseCategoricalCrossentropy()
+    model.compile(keras.optimizers.SGD(0.1, gradient_accumulation_steps=2), loss)
+    g0 = model_grads(model, x[:8], y[:8], loss)
+    g1 = model_grads(model, x[8:], y[8:], loss)
+    logger = GradientNormLogger(every_n_steps=1)
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[logger])
+    expected = _expected_norms([(a + b) / 2 for a, b in zip(g0, g1)], model.trainable_variables)
+    np.testing.assert_array_equal(logger.history["step"], [0])
+    for i, name in enumerate(logger.history["layers"]):
+        np.testing.assert_allclose(logger.history["norms"][0, i], expected[name], rtol=1e-5)
+
+
+@only_backends("tensorflow", "jax")  # torch's trainer refuses steps_per_execution > 1
+def test_steps_per_execution_reads_the_recorded_step():
+    x, y = _data(n=64)
+    loss = keras.losses.SparseCategoricalCrossentropy()
+    model = _model()
+    initial = model.get_weights()
+    model.compile(keras.optimizers.SGD(0.05), loss, steps_per_execution=2)
+    logger = GradientNormLogger(every_n_steps=4)
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[logger])
+    np.testing.assert_array_equal(logger.history["step"], [0, 4])
+    # Replay the first four steps without the logger, then take the gradient of batch 4.
+    replay = _model()
+    replay.set_weights(initial)
+    replay.compile(keras.optimizers.SGD(0.05), loss)
+    replay.fit(x[:32], y[:32], batch_size=8, epochs=1, shuffle=False, verbose=0)
+    expected = _expected_norms(model_grads(replay, x[32:40], y[32:40], loss), replay.trainable_variables)
+    for i, name in enumerate(logger.history["layers"]):
+        np.testing.assert_allclose(logger.history["norms"][1, i], expected[name], rtol=1e-4)
+
+
+def test_loss_scale_optimizer_logs_unscaled_gradients():
+    keras.config.set_dtype_policy("mixed_float16")
+    x, y = _data()
+    model = _model()
+    loss = keras.losses.SparseCategoricalCrossentropy()
+    model.compile(keras.optimizers.SGD(0.01), loss)
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    keras.config.set_dtype_policy("float32")
+    reference = _model()
+    reference.set_weights(model.get_weights())
+    grads = model_grads(reference, x, y, loss)
+    logger = GradientNormLogger(every_n_steps=1)
+    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[logger])
+    expected = _expected_norms(grads, reference.trainable_variables)
+    # float16 forward pass: agreement to float16 precision, not to the loss scale (32768).
+    for i, name in enumerate(logger.history["layers"]):
+        np.testing.assert_allclose(logger.history["norms"][0, i], expected[name], rtol=2e-2)
+    assert "apply" not in model.optimizer.inner_optimizer.__dict__
+
+
+def test_leaves_no_trace_and_saved_model_loads(tmp_path):
+    x, y = _data()
+    model = _model()
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    count = len(model.optimizer.variables)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[GradientNormLogger(), ak.callbacks.NaNGuard()])
+    assert len(model.optimizer.variables) == count
+    assert "apply" not in model.optimizer.__dict__
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert len(loaded.optimizer.variables) == count
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+    # A later plain fit and a second fit with the logger both work.
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    logger = GradientNormLogger(every_n_steps=1)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[logger])
+    assert len(logger.history["step"]) == 4
+
+
+def test_unwrapped_after_an_exception_inside_fit():
+    x, y = _data()
+    model = _model()
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    count = None
+
+    class Boom(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            nonlocal count
+            if batch == 2:
+                count = len(self.model.optimizer.variables)
+                raise RuntimeError("boom")
+
+    def data():
+        for i in range(4):
+            if i == 3:
+                raise RuntimeError("bad data")
+            yield x[8 * i: 8 * i + 8], y[8 * i: 8 * i + 8]
+
+    with pytest.raises(Exception, match="bad data"):  # TensorFlow wraps it in its own error
+        model.fit(data(), epochs=1, verbose=0, callbacks=[GradientNormLogger()])
+    if BACKEND == "torch":
+        # torch's trainer fetches data outside the step, where nothing of ours
+        # runs: the wrapper is removed by the next step on this model, before it runs.
+        assert "apply" in model.optimizer.__dict__
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert "apply" not in model.optimizer.__dict__
+    plain = len(model.optimizer.variables)
+    # An exception raised in another callback (outside the step) is cleaned up by the next fit.
+    with pytest.raises(RuntimeError, match="boom"):
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[GradientNormLogger(), Boom()])
+    # The tap's one variable sits in the optimizer only on JAX (whose step threads optimizer state).
+    assert count == plain + (1 if BACKEND == "jax" else 0)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    logger = GradientNormLogger(every_n_steps=1)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[logger])
+    assert len(model.optimizer.variables) == plain
+    assert "apply" not in model.optimizer.__dict__
+
+
+def test_csv_logger_gets_epoch_columns(tmp_path):
+    x, y = _data()
+    model = _model()
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    path = tmp_path / "log.csv"
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0,
+              callbacks=[GradientNormLogger(every_n_steps=100), keras.callbacks.CSVLogger(str(path))])
+    rows = list(csv.DictReader(open(path)))
+    assert len(rows) == 2
+    assert {"grad_norm/global", "grad_norm/first", "update_ratio/out"} <= set(rows[0])
+    assert np.isfinite(float(rows[0]["grad_norm/global"]))
+
+
+def test_vanishing_warning_names_the_first_layers():
+    keras.utils.set_random_seed(0)
+    layers = [keras.Input((6,))] + [keras.layers.Dense(16, activation="sigmoid", name=f"s{i}") for i in range(12)]
+    model = keras.Sequential(layers + [keras.layers.Dense(3, activation="softmax", name="out")])
+    model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
+    x, y = _data()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[GradientNormLogger(every_n_steps=1)])
+    said = [str(w.message) for w in caught if "vanishing" in str(w.message)]
+    assert len(said) == 1 and "'s0'" in said[0]
+
+
+def test_exploding_warning_once():
+    x, y = _data(n=256)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu", name="first"),
+                              keras.layers.Dense(3, name="out")])
+    # Logits, so the loss does not clip its gradient away when the inputs blow up.
+    model.compile(keras.optimizers.SGD(1e-6), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    big = x.copy()
+    big[200:] *= 1e4  # the last batches have a far larger gradient
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(big, y, batch_size=8, epochs=1, shuffle=False, verbose=0,
+                  callbacks=[GradientNormLogger(every_n_steps=1)])
+    said = [str(w.message) for w in caught if "exploding" in str(w.message)]
+    assert len(said) == 1 and "step 25" in said[0]
+
+
+def test_plot_is_a_layers_by_steps_heatmap(tmp_path):
+    x, y = _data()
+    model = _model()
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    logger = GradientNormLogger(every_n_steps=1)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[logger])
+    figure = logger.plot()
+    image = figure.axes[0].images[0]
+    assert image.get_array().shape == (3, 8)
+    figure.savefig(tmp_path / "norms.png")
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"every_n_steps": 0}, "every_n_steps"), ({"every_n_steps": 1.5}, "every_n_steps"),
+    ({"vanishing_ratio": 0}, "vanishing_ratio"), ({"vanishing_ratio": 1}, "vanishing_ratio"),
+    ({"exploding_factor": 1}, "exploding_factor"), ({"window": 1}, "window"),
+])
+def test_bad_arguments(kwargs, name):
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        GradientNormLogger(**kwargs)
+
+
+def test_all_three_callbacks_in_one_fit():
+    x, y = _data(n=64)
+    model = _model()
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    monitor = ak.callbacks.DeadNeuronMonitor()  # captures its probe from the (tapped) train function
+    logger, guard = GradientNormLogger(every_n_steps=2), ak.callbacks.NaNGuard()
+    bad = x.copy()
+    bad[9, 0] = np.nan
+    history = model.fit(bad, y, batch_size=8, epochs=2, shuffle=False, verbose=0, callbacks=[monitor, logger, guard])
+    assert guard.skipped == 2
+    assert len(monitor.history["step"]) == 2 and "dead_fraction/prelu" in history.history
+    np.testing.assert_array_equal(logger.history["step"], [0, 2, 4, 6, 8, 10, 12])
+    assert "apply" not in model.optimizer.__dict__
