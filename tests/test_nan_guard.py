@@ -114,7 +114,7 @@ def test_patience_then_max_retries_stops_with_a_report():
     x[8:] = np.nan  # every batch after the first is non-finite
     model = _mlp()
     model.compile(keras.optimizers.SGD(0.01), "mse")
-    guard = NaNGuard(patience=2, max_retries=1)
+    guard = NaNGuard(patience=2, max_retries=1, check_every_n_steps=1)
     history, said = _quiet_fit(model, x, y, batch_size=8, epochs=5, callbacks=[guard])
     assert model.stop_training is True or len(history.history.get("loss", [])) < 5
     assert guard.rollbacks == 1
@@ -169,7 +169,10 @@ def test_with_gradient_norm_logger_and_snapshot_file(tmp_path):
     history, _ = _quiet_fit(model, x, y, batch_size=8, epochs=2, callbacks=[norms, guard])
     assert guard.skipped == 2
     global_norms = norms.history["global"]
-    assert np.isnan(global_norms[2]) and np.all(np.isfinite(np.delete(global_norms, [2, 9])))
+    # The skipped step is recorded (NaN) and does not advance the optimizer step: batch 3 is step 2 again.
+    np.testing.assert_array_equal(norms.history["step"][:4], [0, 1, 2, 2])
+    assert np.isnan(global_norms[2]) and np.isnan(global_norms[10])
+    assert np.all(np.isfinite(np.delete(global_norms, [2, 10])))
     assert np.all(np.isfinite(history.history["grad_norm/global"]))  # epoch means leave the NaN record out
     saved = np.load(path)
     assert len(saved.files) == len(model.trainable_variables) + len(model.non_trainable_variables) + len(

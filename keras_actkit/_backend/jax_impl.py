@@ -14,10 +14,21 @@ __all__ = ["apply_if", "read_values", "write_values"]
 
 
 def apply_if(condition, apply_fn, variables):
-    before = [v.value for v in variables]
-    apply_fn()
-    for variable, old in zip(variables, before):
-        variable.assign(jnp.where(condition, variable.value, old))
+    import jax
+    from keras.src.backend.common.stateless_scope import StatelessScope
+
+    def run(values):
+        with StatelessScope(state_mapping=list(zip(variables, values))) as scope:
+            apply_fn()
+        out = []
+        for variable, value in zip(variables, values):
+            new = scope.get_current_value(variable)
+            out.append(value if new is None else new)
+        return out
+
+    new_values = jax.lax.cond(condition, run, lambda values: list(values), [v.value for v in variables])
+    for variable, value in zip(variables, new_values):
+        variable.assign(value)
 
 
 def _live_state(model):

@@ -51,9 +51,20 @@ class StepContext:
         # Micro-steps before this call; copied now (torch's value is updated in place by apply).
         self.raw_iteration = keras.ops.copy(optimizer._iterations.value)
         self.accumulation = optimizer.gradient_accumulation_steps or 0
-        ops = keras.ops
-        self.finite_each = ops.stack([ops.all(ops.isfinite(g)) for g in grads]) if grads else None
-        self.finite = ops.all(self.finite_each) if grads else ops.convert_to_tensor(True)
+        self._finite_each = None
+
+    @property
+    def finite_each(self):
+        """Per gradient, whether it is all finite (computed when first asked for)."""
+        if self._finite_each is None and self.grads:
+            ops = keras.ops
+            self._finite_each = ops.stack([ops.all(ops.isfinite(g)) for g in self.grads])
+        return self._finite_each
+
+    @property
+    def finite(self):
+        each = self.finite_each
+        return keras.ops.convert_to_tensor(True) if each is None else keras.ops.all(each)
 
     @property
     def is_update(self):
@@ -69,13 +80,19 @@ class StepContext:
             return self.raw_iteration
         return self.raw_iteration // self.accumulation
 
-    def effective_grads(self):
-        """The gradient the update uses: under accumulation, the mean over the window (read before apply)."""
+    def accumulated(self):
+        """Under accumulation, the accumulators' values now (before apply resets them); else None."""
         if not self.accumulation:
-            return self.grads
+            return None
         opt = self.optimizer
         accs = [opt._accumulated_gradients[opt._get_variable_index(v)] for v in self.variables]
-        return [(g + a.value) / self.accumulation for g, a in zip(self.grads, accs)]
+        return [keras.ops.copy(a.value) for a in accs]
+
+    def effective_grads(self, accumulated):
+        """The gradient the update uses: under accumulation, the mean over the window."""
+        if accumulated is None:
+            return self.grads
+        return [(g + a) / self.accumulation for g, a in zip(self.grads, accumulated)]
 
 
 class _Tap:

@@ -13,82 +13,84 @@ from keras_actkit.callbacks import _tap
 logger = logging.getLogger("keras_actkit")
 
 
-def _per_layer_sums(values, layer_of, n_layers):
-    """Stack, per layer, the float32 sum over `values` (a list of tensors, one per variable)."""
-    ops = keras.ops
-    groups = [[] for _ in range(n_layers)]
-    for value, index in zip(values, layer_of):
-        groups[index].append(value)
-    return ops.stack([
-        ops.sum(ops.stack(group)) if group else ops.convert_to_tensor(0.0, "float32") for group in groups
-    ])
-
-
-def _sq(x):
-    x = keras.ops.cast(x, "float32")
-    return keras.ops.sum(keras.ops.square(x))
+ROWS = 64  # records the in-graph ring buffer holds between two reads
 
 
 class _NormClient(_tap.TapClient):
-    """In-graph part: on logged steps, per-layer ‖g‖² and ‖Δw‖/‖w‖ into one vector variable."""
+    """In-graph part: on recorded steps, per-layer ‖g‖ and ‖Δw‖/‖w‖ into a ring buffer.
+
+    Buffer layout, (ROWS + 1, 3 + 2·layers) float32: row 0 holds the number of
+    records written so far; each record row holds [sequence number, optimizer
+    step, global norm, per-layer norms, per-layer update ratios]. The host reads
+    the buffer every ROWS/2 records and at the end of each epoch, so no step
+    waits for the host.
+    """
 
     def __init__(self, every_n_steps, layers, layer_by_variable):
         self.every_n_steps = every_n_steps
         self.layers = layers
         self.layer_by_variable = layer_by_variable  # id(variable) -> layer index
         self.signature = ("grad_norms", every_n_steps, tuple(layers), tuple(sorted(layer_by_variable.items())))
+        self.width = 3 + 2 * len(layers)
         self._pending = None
         self._torch = keras.backend.backend() == "torch"
 
     def variable_specs(self):
-        return [((2 + 2 * len(self.layers),), "float32", "keras_actkit_grad_norms")]
-
-    def initial_values(self):
-        values = np.zeros(2 + 2 * len(self.layers), "float32")
-        values[0] = -1.0  # step of the last record: none yet
-        return [values]
+        return [((ROWS + 1, self.width), "float32", "keras_actkit_grad_norms")]
 
     def before_apply(self, context):
         ops = keras.ops
-        n = len(self.layers)
         is_log = ops.logical_and(context.is_update, ops.equal(context.step % self.every_n_steps, 0))
         if self._torch:
             is_log = bool(is_log)
             if not is_log:
                 self._pending = None
                 return
-        layer_of = [self.layer_by_variable[id(v)] for v in context.variables]
-
-        def grad_part():
-            return _per_layer_sums([_sq(g) for g in context.effective_grads()], layer_of, n)
-
-        sq = grad_part() if self._torch else ops.cond(is_log, grad_part, lambda: ops.zeros((n,), "float32"))
-        # A read that happens now, before the update (tf.identity / a torch clone).
+        # Reads that happen now, before the update (tf.identity / a torch clone;
+        # free in JAX): the weights, and the accumulators the update resets.
         before = [ops.copy(v.value) for v in context.variables]
-        self._pending = (is_log, sq, before, layer_of)
+        self._pending = (is_log, before, context.accumulated())
 
     def after_apply(self, context):
         if self._pending is None:
             return
         ops = keras.ops
-        is_log, sq, before, layer_of = self._pending
+        is_log, before, accumulated = self._pending
         self._pending = None
         n = len(self.layers)
+        layer_of = [self.layer_by_variable[id(v)] for v in context.variables]
 
-        def ratio_part():
-            delta = _per_layer_sums([_sq(v.value - b) for v, b in zip(context.variables, before)], layer_of, n)
-            size = _per_layer_sums([_sq(b) for b in before], layer_of, n)
-            return ops.sqrt(ops.divide_no_nan(delta, size))
+        def per_layer(values):
+            sums = [ops.sum(ops.square(ops.cast(v, "float32"))) for v in values]
+            zero = ops.convert_to_tensor(0.0, "float32")
+            return ops.stack([sum((s for s, i in zip(sums, layer_of) if i == k), zero) for k in range(n)])
 
-        ratios = ratio_part() if self._torch else ops.cond(is_log, ratio_part, lambda: ops.zeros((n,), "float32"))
+        def stats():
+            grad_sq = per_layer(context.effective_grads(accumulated))
+            delta = per_layer([v.value - b for v, b in zip(context.variables, before)])
+            size = per_layer(before)
+            return ops.concatenate([grad_sq, ops.sqrt(ops.divide_no_nan(delta, size))])
+
+        # Only on recorded steps (a conditional in the compiled step): a
+        # reduction per variable costs more in dispatch than in arithmetic.
+        values = stats() if self._torch else ops.cond(is_log, stats, lambda: ops.zeros((2 * n,), "float32"))
+        sq, ratios = values[:n], values[n:]
+        buffer = self.variables[0]
+        old = buffer.value
+        count = old[0, 0]
         record = ops.concatenate([
+            ops.reshape(count + 1.0, (1,)),
             ops.reshape(ops.cast(context.step, "float32"), (1,)),
             ops.reshape(ops.sqrt(ops.sum(sq)), (1,)),
             ops.sqrt(sq),
             ratios,
         ])
-        variable = self.variables[0]
-        variable.assign(record if self._torch else ops.where(is_log, record, variable.value))
+        row = 1 + ops.mod(ops.cast(count, "int32"), ROWS)
+        target = ops.reshape(ops.equal(ops.arange(ROWS + 1), row), (ROWS + 1, 1))
+        header = ops.reshape(ops.equal(ops.arange(ROWS + 1), 0), (ROWS + 1, 1))
+        updated = ops.where(target, ops.reshape(record, (1, self.width)), old)
+        updated = ops.where(header, ops.full((ROWS + 1, self.width), count + 1.0), updated)
+        buffer.assign(updated if self._torch else ops.where(is_log, updated, old))
 
 
 class GradientNormLogger(keras.callbacks.Callback):
@@ -99,10 +101,11 @@ class GradientNormLogger(keras.callbacks.Callback):
     window mean under `gradient_accumulation_steps`), so nothing is computed
     twice. Every `every_n_steps` optimizer steps the tap records, per layer,
     the L2 norm of the gradient and the update ratio ‖Δw‖/‖w‖ of that step, and
-    the global norm. They go into the batch `logs` when recorded, and as
-    epoch means into the epoch `logs` (so `History`, `CSVLogger` and
-    `TensorBoard` get them): `grad_norm/<layer>`, `grad_norm/global`,
-    `update_ratio/<layer>`.
+    the global norm, into an in-graph ring buffer; the host reads it every
+    32 records and at each epoch's end, so no training step waits for it.
+    Every record is in `.history` with its optimizer step; the epoch `logs`
+    get the epoch's mean (so `History`, `CSVLogger` and `TensorBoard` record
+    them): `grad_norm/<layer>`, `grad_norm/global`, `update_ratio/<layer>`.
 
     One warning each for vanishing gradients (the RMS gradient of the first
     third of the layers below `vanishing_ratio` times that of the last third)
@@ -164,18 +167,21 @@ class GradientNormLogger(keras.callbacks.Callback):
         self.layer_sizes = np.array([sizes[k] for k in layers], "float64")
         self._client = _NormClient(self.every_n_steps, layers, layer_by_variable)
         self._tap = _tap.attach(self._model, self._client)
-        self._last_step = -1.0
+        self._seen, self._calls, self._lost_warned = 0, 0, False
+        self._read_every = max(1, ROWS // 2 * self.every_n_steps)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_records = []
         self._epoch = epoch
 
-    def on_train_batch_end(self, batch, logs=None):
+    # Reads happen before a step, never after one: a batch-end hook would make
+    # Keras give up asynchronous dispatch for every callback (costly on JAX).
+    def on_train_batch_begin(self, batch, logs=None):
         if self._client is None:
             return
-        record = self._read()
-        if record is not None and logs is not None:
-            logs.update(self._as_logs(record))
+        self._calls += 1
+        if self._calls % self._read_every == 0:
+            self._read()
 
     def on_epoch_end(self, epoch, logs=None):
         if self._client is None:
@@ -189,9 +195,11 @@ class GradientNormLogger(keras.callbacks.Callback):
                 warnings.simplefilter("ignore", RuntimeWarning)
                 logs.update(self._as_logs(np.nanmean(np.stack(self._epoch_records), axis=0)))
         else:  # every_n_steps longer than the epoch: keep the columns
-            logs.update(self._as_logs(np.full(2 + 2 * len(self.layers), np.nan)))
+            logs.update(self._as_logs(np.full(1 + 2 * len(self.layers), np.nan)))
 
     def on_train_end(self, logs=None):
+        if self._client is not None:
+            self._read()
         self._detach()
 
     def _detach(self):
@@ -201,18 +209,24 @@ class GradientNormLogger(keras.callbacks.Callback):
 
     # -- reading -----------------------------------------------------------------------
     def _read(self):
-        (values,) = _backend.read_values(self._model, self._client.variables)
-        step = float(values[0])
-        if step < 0 or step == self._last_step:
-            return None
-        self._last_step = step
-        record = values[1:].astype("float64")
-        self._records.append(np.concatenate([[step], record]))
-        self._epoch_records.append(record)
-        self._diagnose(int(step), record)
-        if self.verbose:
-            logger.info("GradientNormLogger step %d: global %.3g", int(step), record[0])
-        return record
+        (buffer,) = _backend.read_values(self._model, self._client.variables)
+        count = int(buffer[0, 0])
+        if count <= self._seen:
+            return
+        if count - self._seen > ROWS and not self._lost_warned:
+            self._lost_warned = True
+            warnings.warn(f"GradientNormLogger: {count - self._seen - ROWS} record(s) were overwritten before "
+                          "they were read (steps_per_execution much larger than every_n_steps?).", stacklevel=2)
+        rows = buffer[1:]
+        fresh = rows[rows[:, 0] > self._seen]
+        for row in fresh[np.argsort(fresh[:, 0])].astype("float64"):
+            step, record = int(row[1]), row[2:]
+            self._records.append(np.concatenate([[step], record]))
+            self._epoch_records.append(record)
+            self._diagnose(step, record)
+            if self.verbose:
+                logger.info("GradientNormLogger step %d: global %.3g", step, record[0])
+        self._seen = count
 
     def _as_logs(self, record):
         n = len(self.layers)

@@ -17,7 +17,7 @@ logger = logging.getLogger("keras_actkit")
 DIVERGENCE = 10.0
 
 # Layout of the guard's state vector (one variable, so one read is consistent).
-SKIPPED, STREAK, LAST_BAD_STEP, FIRST_BAD, WEIGHTS_FINITE, STEPS = range(6)
+SKIPPED, STREAK, LAST_BAD_STEP, FIRST_BAD, STEPS, MAX_STREAK = range(6)
 
 
 class _GuardClient(_tap.TapClient):
@@ -36,7 +36,6 @@ class _GuardClient(_tap.TapClient):
     def initial_values(self):
         values = np.zeros(6, "float32")
         values[[LAST_BAD_STEP, FIRST_BAD]] = -1.0
-        values[WEIGHTS_FINITE] = 1.0
         return [values]
 
     def before_apply(self, context):
@@ -56,18 +55,18 @@ class _GuardClient(_tap.TapClient):
         ops = keras.ops
         finite, first = self._pending
         self._pending = None
-        weights_ok = ops.all(ops.stack([ops.all(ops.isfinite(v.value)) for v in context.variables]))
         variable = self.variables[0]
         old = variable.value
         bad = ops.cast(ops.logical_not(finite), "float32")
         step = ops.cast(context.step, "float32")
+        streak = ops.where(finite, 0.0, old[STREAK] + 1.0)
         variable.assign(ops.stack([
             old[SKIPPED] + bad,
-            ops.where(finite, 0.0, old[STREAK] + 1.0),
+            streak,
             ops.where(finite, old[LAST_BAD_STEP], step),
             ops.where(finite, old[FIRST_BAD], ops.cast(first, "float32")),
-            ops.cast(weights_ok, "float32"),
             old[STEPS] + 1.0,
+            ops.maximum(old[MAX_STREAK], streak),  # the host checks every few steps: keep the longest run
         ]))
 
 
@@ -94,17 +93,21 @@ class NaNGuard(keras.callbacks.Callback):
     checked after unscaling, and the steps it skips itself (normal in mixed
     precision) are left to it.
 
-    After every batch the guard reads its counters. It rolls back to the last
-    good snapshot (weights, non-trainable state such as BatchNormalization's
-    moving statistics, optimizer variables) when the weights are not finite,
-    when a skipped step left non-finite non-trainable state (a NaN batch
-    poisons the moving statistics in the forward pass even though the update
-    was skipped), or after `patience` non-finite steps in a row; it then
-    multiplies the learning rate by `lr_factor` (a schedule is scaled for the
-    rest of the fit) and goes on (`logs["nan_guard/rollbacks"]`). Past
-    `max_retries` rollbacks it restores the snapshot, stops training and leaves
-    a report in `.report`. Whatever happens, the weights left after `fit` are
-    finite.
+    Every `check_every_n_steps` steps (before the next step starts, so no
+    step waits for it) and at each epoch's end, the guard reads its counters.
+    It rolls back to the last good snapshot (weights, non-trainable state such
+    as BatchNormalization's moving statistics, optimizer variables; the step
+    counter goes on, so a schedule moves past a spike) when the weights are
+    not finite, when a skipped step left non-finite non-trainable
+    state (a NaN batch poisons the moving statistics in the forward pass even
+    though the update was skipped), or after `patience` non-finite steps in a
+    row; it then multiplies the learning rate by `lr_factor` (a schedule is
+    scaled for the rest of the fit) and goes on
+    (`logs["nan_guard/rollbacks"]`). Past `max_retries` rollbacks it restores
+    the snapshot, stops training and leaves a report in `.report`. Snapshots
+    are taken only of a finite state whose running loss is below 10x the loss
+    at the previous snapshot (weights on their way to overflow are not a good
+    state). Whatever happens, the weights left after `fit` are finite.
 
     Args:
         patience: Non-finite steps in a row that trigger a rollback, >= 1.
@@ -112,9 +115,12 @@ class NaNGuard(keras.callbacks.Callback):
         lr_factor: Learning-rate factor at each rollback, in (0, 1].
             Defaults to 0.5.
         max_retries: Rollbacks before training is stopped, >= 0. Defaults to 3.
+        check_every_n_steps: Read the counters every n steps, >= 1. Defaults
+            to 10: a bad state is acted on at most 10 steps late (skipped
+            steps change nothing meanwhile).
         snapshot_every_n_steps: Take a snapshot (when everything is finite)
-            every n batches, >= 1. Defaults to 100. One is also taken when
-            training begins and at the end of every epoch.
+            every n steps, >= 1 (at the first check after n steps). Defaults
+            to 100. One is also taken when training begins.
         snapshot_path: Also write each snapshot to this `.npz` file.
         verbose: Log rollbacks at INFO level as well as warning.
 
@@ -126,8 +132,8 @@ class NaNGuard(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, patience=3, lr_factor=0.5, max_retries=3, snapshot_every_n_steps=100, snapshot_path=None,
-                 verbose=False):
+    def __init__(self, patience=3, lr_factor=0.5, max_retries=3, check_every_n_steps=10, snapshot_every_n_steps=100,
+                 snapshot_path=None, verbose=False):
         super().__init__()
 
         def integer(value):
@@ -139,12 +145,16 @@ class NaNGuard(keras.callbacks.Callback):
             raise ValueError(f"`lr_factor` must lie in (0, 1]. Received: lr_factor={lr_factor!r}")
         if not (integer(max_retries) and max_retries >= 0):
             raise ValueError(f"`max_retries` must be an integer >= 0. Received: max_retries={max_retries!r}")
+        if not (integer(check_every_n_steps) and check_every_n_steps >= 1):
+            raise ValueError("`check_every_n_steps` must be an integer >= 1. "
+                             f"Received: check_every_n_steps={check_every_n_steps!r}")
         if not (integer(snapshot_every_n_steps) and snapshot_every_n_steps >= 1):
             raise ValueError("`snapshot_every_n_steps` must be an integer >= 1. "
                              f"Received: snapshot_every_n_steps={snapshot_every_n_steps!r}")
         if snapshot_path is not None and not str(snapshot_path).endswith(".npz"):
             raise ValueError(f"`snapshot_path` must name a .npz file. Received: snapshot_path={snapshot_path!r}")
         self.patience, self.lr_factor, self.max_retries = patience, lr_factor, max_retries
+        self.check_every_n_steps = check_every_n_steps
         self.snapshot_every_n_steps, self.snapshot_path = snapshot_every_n_steps, snapshot_path
         self.verbose = verbose
         self.skipped = 0
@@ -162,20 +172,26 @@ class NaNGuard(keras.callbacks.Callback):
         optimizer_variables = [v for v in model.optimizer.variables if id(v) not in tap_ids]
         return list(model.trainable_variables) + list(model.non_trainable_variables) + optimizer_variables
 
-    def _loss_ok(self, logs):
-        loss = (logs or {}).get("loss")
-        if loss is None or self._reference_loss is None:
-            return True
-        return bool(np.isfinite(loss)) and loss <= DIVERGENCE * self._reference_loss
+    def _running_loss(self):
+        """The epoch's running mean loss so far (Keras's loss tracker), or None before the first step."""
+        tracker = getattr(self._model, "_loss_tracker", None)
+        if tracker is None or len(tracker.variables) != 2:
+            return None
+        total, count = _backend.read_values(self._model, tracker.variables)
+        return float(total / count) if float(count) > 0 else None
 
-    def _snapshot(self, logs=None):
+    def _loss_ok(self, loss):
+        if self._reference_loss is None:
+            return True
+        return loss is not None and bool(np.isfinite(loss)) and loss <= DIVERGENCE * self._reference_loss
+
+    def _snapshot(self, loss=None):
         """Take a snapshot if everything is finite; returns False (and keeps the old one) otherwise."""
         values = _backend.read_values(self._model, self._variables)
         if not all(np.all(np.isfinite(v)) for v in values if np.issubdtype(v.dtype, np.floating)):
             return False
         self._good = values
         self._good_step = self._calls
-        loss = (logs or {}).get("loss")
         if loss is not None and np.isfinite(loss):
             self._reference_loss = float(loss)
         if self.snapshot_path is not None:
@@ -184,11 +200,12 @@ class NaNGuard(keras.callbacks.Callback):
             os.replace(tmp, self.snapshot_path)
         return True
 
-    def _try_snapshot(self, logs, state):
+    def _try_snapshot(self, state):
         """Snapshot when the loss has not diverged; roll back if the state is not finite."""
-        if not self._loss_ok(logs):
+        loss = self._running_loss()
+        if not self._loss_ok(loss):
             return
-        if not self._snapshot(logs):
+        if not self._snapshot(loss):
             self._rollback("the weights or non-trainable state are not finite", state)
 
     def _restore(self):
@@ -205,9 +222,9 @@ class NaNGuard(keras.callbacks.Callback):
         self._client.abort = self._abort  # an exception inside a step
         self._tap = _tap.attach(self._model, self._client)
         self._variables = self._tracked()
-        self._calls, self._seen_skipped, self._epoch = 0, 0, 0
+        self._calls, self._seen_skipped, self._epoch, self._checked_at = 0, 0, 0, -1
         self._schedule = None
-        self._reference_loss = None  # loss when the snapshot was taken; the first batch's for the first
+        self._reference_loss = None  # running loss when the snapshot was taken (the first check's, first)
         self._patch_loss_tracker()
         if not self._snapshot():
             self._detach()
@@ -251,38 +268,45 @@ class NaNGuard(keras.callbacks.Callback):
             tracker.__dict__.pop("update_state", None)
         self._filtering = False
 
-    def on_train_batch_end(self, batch, logs=None):
+    # Checks run before a step, never after one: a batch-end hook would make
+    # Keras give up asynchronous dispatch for every callback (costly on JAX).
+    def on_train_batch_begin(self, batch, logs=None):
         if self._client is None:
             return
+        if self._calls > 0 and self._calls % self.check_every_n_steps == 0:
+            self._check()
         self._calls += 1
-        if self._reference_loss is None and logs and np.isfinite(logs.get("loss", np.nan)):
-            self._reference_loss = float(logs["loss"])
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._client is None:
+            return
+        self._check()
+        if logs is not None:
+            logs["nan_guard/skipped"] = self.skipped
+            logs["nan_guard/rollbacks"] = self.rollbacks
+
+    def _check(self):
+        if self._checked_at == self._calls or self._model.stop_training:
+            return
+        self._checked_at = self._calls
         (state,) = _backend.read_values(self._model, self._client.variables)
+        if self._reference_loss is None:
+            self._reference_loss = self._running_loss()
         self.skipped = int(state[SKIPPED])
         new_bad = self.skipped > self._seen_skipped
         self._seen_skipped = self.skipped
         reason = None
-        if state[WEIGHTS_FINITE] < 0.5:
-            reason = "the weights are not finite"
-        elif state[STREAK] >= self.patience:
-            reason = f"{int(state[STREAK])} non-finite steps in a row"
+        # Non-finite weights make every later gradient non-finite: they show as
+        # a run of skipped steps (checking the weights every step costs a
+        # reduction per variable); snapshots check them too.
+        if state[MAX_STREAK] >= self.patience:
+            reason = f"{int(state[MAX_STREAK])} non-finite steps in a row"
         elif new_bad and not self._all_finite(self._model.non_trainable_variables):
             reason = "a non-finite batch left non-finite non-trainable state (e.g. BatchNormalization statistics)"
         if reason is not None:
             self._rollback(reason, state)
         elif self._calls - self._good_step >= self.snapshot_every_n_steps:
-            self._try_snapshot(logs, state)
-        if logs is not None:
-            logs["nan_guard/skipped"] = self.skipped
-            logs["nan_guard/rollbacks"] = self.rollbacks
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self._client is not None and self._calls > self._good_step and not self._model.stop_training:
-            (state,) = _backend.read_values(self._model, self._client.variables)
-            self._try_snapshot(logs, state)
-        if logs is not None and self._client is not None:
-            logs["nan_guard/skipped"] = self.skipped
-            logs["nan_guard/rollbacks"] = self.rollbacks
+            self._try_snapshot(state)
 
     def on_train_end(self, logs=None):
         if self._client is None:
@@ -305,12 +329,17 @@ class NaNGuard(keras.callbacks.Callback):
             "first_nonfinite_gradient": names[first] if 0 <= first < len(names) else None,
             "skipped": self.skipped,
         }
-        # The snapshot holds the learning rate too: lower the one in use, not the snapshot's.
+        # The snapshot holds the learning rate and the step counter too: keep the
+        # ones in use. The LR is lowered from where it is; the step counter goes
+        # on, as in large-model practice (restart from a good state, skip the
+        # bad batches), so a schedule moves past a spike instead of replaying it.
+        keep = [_tap.innermost(self._model.optimizer)._iterations]
         lr_variable = self._lr_variable()
-        lr_now = None if lr_variable is None else _backend.read_values(self._model, [lr_variable])[0]
+        if lr_variable is not None:
+            keep.append(lr_variable)
+        current = _backend.read_values(self._model, keep)
         self._restore()
-        if lr_now is not None:
-            _backend.write_values(self._model, [lr_variable], [lr_now])
+        _backend.write_values(self._model, keep, current)
         reset = self._client.initial_values()[0]
         reset[SKIPPED] = state[SKIPPED]
         _backend.write_values(self._model, self._client.variables, [reset])

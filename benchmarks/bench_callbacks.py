@@ -1,0 +1,111 @@
+"""Wall time of `fit` with each callback at its defaults, against plain `fit`.
+
+A small MLP and a small CNN on scikit-learn digits (1348 training images per
+epoch, batch 32). The number of epochs is set per backend and model so that a
+plain fit lasts about `--seconds` (1.5 s by default: shorter fits are at the
+mercy of this machine's timing noise); per-epoch checks are then as frequent as
+they get (every 43 steps). Every variant gets its own model, compiled and
+warmed up with one fit first (tracing and compilation excluded, as for the
+plain fit; the callbacks keep their traced step between fits); then the
+variants are timed in interleaved rounds, and each ratio is the median over
+rounds of (time with the callback / plain time in the same round). The no-op
+callback (an empty `keras.callbacks.Callback`) shows the noise floor. Each
+timed fit uses new callback instances, as a user would: their set-up counts.
+
+    python benchmarks/bench_callbacks.py [--rounds 7] [--seconds 1.5] [--only MLP]
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_actkit as ak  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from _common import load_digits_split  # noqa: E402
+
+CALLBACKS = {
+    "no-op callback": lambda: [keras.callbacks.Callback()],
+    "DeadNeuronMonitor()": lambda: [ak.callbacks.DeadNeuronMonitor()],
+    "GradientNormLogger()": lambda: [ak.callbacks.GradientNormLogger()],
+    "NaNGuard()": lambda: [ak.callbacks.NaNGuard()],
+    "GradientNormLogger() + NaNGuard()": lambda: [ak.callbacks.GradientNormLogger(), ak.callbacks.NaNGuard()],
+}
+
+
+def mlp():
+    return keras.Sequential([
+        keras.Input((64,)),
+        keras.layers.Dense(128, activation="relu"),
+        keras.layers.Dense(128, activation="relu"),
+        keras.layers.Dense(10, activation="softmax"),
+    ])
+
+
+def cnn():
+    return keras.Sequential([
+        keras.Input((8, 8, 1)),
+        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(10, activation="softmax"),
+    ])
+
+
+def timed_fit(model, x, y, callbacks, epochs):
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(x, y, batch_size=32, epochs=epochs, verbose=0, callbacks=callbacks)
+    return time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--seconds", type=float, default=1.5, help="target length of a plain fit")
+    parser.add_argument("--only", default=None, help="run only workloads whose name contains this")
+    args = parser.parse_args()
+    (x, y), _ = load_digits_split(0)
+    print(f"### {keras.backend.backend()}: fit time / plain fit, median of {args.rounds} interleaved rounds "
+          "after a warm-up\n")
+    print("| model | epochs of 1348 | plain fit (s) | " + " | ".join(CALLBACKS) + " |")
+    print("|---" * (len(CALLBACKS) + 3) + "|")
+    for name, build in (("MLP 64-128-128-10", mlp), ("CNN 3 conv", cnn)):
+        if args.only and args.only not in name:
+            continue
+        data, labels = (x if name.startswith("MLP") else x.reshape(-1, 8, 8, 1)), y
+        variants = {"plain": lambda: []} | CALLBACKS
+        models = {}
+        for variant, make in variants.items():
+            keras.utils.set_random_seed(0)
+            models[variant] = build()
+            models[variant].compile("adam", "sparse_categorical_crossentropy")
+            timed_fit(models[variant], data, labels, make(), 1)  # warm-up: trace and compile
+        per_epoch = timed_fit(models["plain"], data, labels, [], 3) / 3
+        epochs = max(3, round(args.seconds / per_epoch))
+        times = {variant: [] for variant in variants}
+        for _ in range(args.rounds):
+            for variant, make in variants.items():
+                times[variant].append(timed_fit(models[variant], data, labels, make(), epochs))
+        cells = []
+        for variant in CALLBACKS:
+            ratios = [t / p for t, p in zip(times[variant], times["plain"])]
+            cells.append(f"{statistics.median(ratios):.3f}")
+        print(f"| {name} | {epochs} | {statistics.median(times['plain']):.2f} | "
+              + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
