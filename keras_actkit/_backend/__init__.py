@@ -11,6 +11,9 @@ package and never branch on the backend themselves.
   live in the trainer's state, not in the variables).
 - `write_values(model, variables, values)`: assign them so that the next step
   of a running `fit` starts from them.
+- `all_finite(tensors)`: one scalar boolean tensor, true when every element of
+  every tensor is finite (on torch, a Python bool from one fused check: the
+  step runs eagerly, and a few large ops cost less than many small ones).
 """
 
 import importlib
@@ -37,3 +40,7 @@ def read_values(model, variables):
 
 def write_values(model, variables, values):
     return _impl().write_values(model, variables, values)
+
+
+def all_finite(tensors):
+    return _impl().all_finite(tensors)

@@ -2,9 +2,9 @@
 
 import tensorflow as tf
 
-from keras_actkit._backend._common import read_values, write_values
+from keras_actkit._backend._common import all_finite, read_values, write_values
 
-__all__ = ["apply_if", "read_values", "write_values"]
+__all__ = ["all_finite", "apply_if", "read_values", "write_values"]
 
 
 def apply_if(condition, apply_fn, variables):

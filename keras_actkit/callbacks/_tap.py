@@ -42,35 +42,52 @@ def layer_key(variable):
 
 
 class StepContext:
-    """What the clients see of one `apply` call (tensors, in-graph)."""
+    """What the clients see of one `apply` call: tensors in a traced step; on
+    torch, whose step runs eagerly, Python numbers where that saves ops
+    (`eager` tells which)."""
 
     def __init__(self, optimizer, grads, variables):
         self.optimizer = optimizer
         self.grads = grads  # list, None filtered out
         self.variables = variables  # matching trainable variables
-        # Micro-steps before this call; copied now (torch's value is updated in place by apply).
-        self.raw_iteration = keras.ops.copy(optimizer._iterations.value)
+        self.eager = keras.backend.backend() == "torch"
+        if self.eager:
+            self.raw_iteration = int(optimizer._iterations.value)
+        else:
+            # Micro-steps before this call, read now (before apply increments it).
+            self.raw_iteration = keras.ops.copy(optimizer._iterations.value)
         self.accumulation = optimizer.gradient_accumulation_steps or 0
+        self._finite = None
         self._finite_each = None
 
     @property
-    def finite_each(self):
-        """Per gradient, whether it is all finite (computed when first asked for)."""
-        if self._finite_each is None and self.grads:
-            ops = keras.ops
-            self._finite_each = ops.stack([ops.all(ops.isfinite(g)) for g in self.grads])
-        return self._finite_each
+    def finite(self):
+        """Whether every gradient is finite (a scalar tensor; a bool when eager)."""
+        if self._finite is None:
+            if not self.grads:
+                self._finite = True if self.eager else keras.ops.convert_to_tensor(True)
+            else:
+                self._finite = _backend.all_finite(self.grads)
+        return self._finite
 
     @property
-    def finite(self):
-        each = self.finite_each
-        return keras.ops.convert_to_tensor(True) if each is None else keras.ops.all(each)
+    def first_non_finite(self):
+        """Index of the first non-finite gradient (0 when all are finite); an int when eager."""
+        ops = keras.ops
+        if self.eager:
+            if self.finite:
+                return 0
+            return next(i for i, g in enumerate(self.grads) if not bool(ops.all(ops.isfinite(g))))
+        each = ops.stack([ops.all(ops.isfinite(g)) for g in self.grads])
+        return ops.argmin(ops.cast(each, "int32"))
 
     @property
     def is_update(self):
         """True on calls that change the weights (every call without gradient accumulation)."""
         if not self.accumulation:
-            return keras.ops.convert_to_tensor(True)
+            return True if self.eager else keras.ops.convert_to_tensor(True)
+        if self.eager:
+            return (self.raw_iteration + 1) % self.accumulation == 0
         return keras.ops.equal((self.raw_iteration + 1) % self.accumulation, 0)
 
     @property

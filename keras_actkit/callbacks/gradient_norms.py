@@ -40,12 +40,13 @@ class _NormClient(_tap.TapClient):
 
     def before_apply(self, context):
         ops = keras.ops
-        is_log = ops.logical_and(context.is_update, ops.equal(context.step % self.every_n_steps, 0))
-        if self._torch:
-            is_log = bool(is_log)
+        if context.eager:
+            is_log = context.is_update and context.step % self.every_n_steps == 0
             if not is_log:
                 self._pending = None
                 return
+        else:
+            is_log = ops.logical_and(context.is_update, ops.equal(context.step % self.every_n_steps, 0))
         # Reads that happen now, before the update (tf.identity / a torch clone;
         # free in JAX): the weights, and the accumulators the update resets.
         before = [ops.copy(v.value) for v in context.variables]
@@ -80,7 +81,7 @@ class _NormClient(_tap.TapClient):
         count = old[0, 0]
         record = ops.concatenate([
             ops.reshape(count + 1.0, (1,)),
-            ops.reshape(ops.cast(context.step, "float32"), (1,)),
+            ops.reshape(ops.cast(ops.convert_to_tensor(context.step), "float32"), (1,)),
             ops.reshape(ops.sqrt(ops.sum(sq)), (1,)),
             ops.sqrt(sq),
             ratios,

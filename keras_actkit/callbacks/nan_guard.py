@@ -29,6 +29,7 @@ class _GuardClient(_tap.TapClient):
         self.signature = ("nan_guard",)
         self.names = None  # layer of each gradient, in the order the tap sees them
         self._pending = None
+        self._streak = 0  # eager (torch) only
 
     def variable_specs(self):
         return [((6,), "float32", "keras_actkit_nan_guard")]
@@ -41,13 +42,16 @@ class _GuardClient(_tap.TapClient):
     def before_apply(self, context):
         if self.names is None:
             self.names = [_tap.layer_key(v) for v in context.variables]
-        ops = keras.ops
-        if context.finite_each is None:
+        if not context.grads:
             self._pending = None
             return
-        # Index of the first variable whose gradient is not finite (0 when all are).
-        first = ops.argmin(ops.cast(context.finite_each, "int32"))
-        self._pending = (context.finite, first)
+        if context.eager:
+            # Counters in Python; the variable is written only when they change.
+            finite = context.finite
+            self._pending = (finite, None if finite else context.first_non_finite)
+        else:
+            # The first bad layer is worked out only on a bad step.
+            self._pending = (context.finite, lambda: context.first_non_finite)
 
     def after_apply(self, context):
         if self._pending is None:
@@ -56,6 +60,20 @@ class _GuardClient(_tap.TapClient):
         finite, first = self._pending
         self._pending = None
         variable = self.variables[0]
+        if context.eager:
+            if finite and self._streak == 0:
+                return
+            state = np.array(ops.convert_to_numpy(variable.value))
+            if finite:
+                self._streak = 0
+            else:
+                self._streak += 1
+                state[SKIPPED] += 1
+                state[LAST_BAD_STEP], state[FIRST_BAD] = context.step, first
+            state[STREAK] = self._streak
+            state[MAX_STREAK] = max(state[MAX_STREAK], self._streak)
+            variable.assign(state)
+            return
         old = variable.value
         bad = ops.cast(ops.logical_not(finite), "float32")
         step = ops.cast(context.step, "float32")
@@ -64,7 +82,7 @@ class _GuardClient(_tap.TapClient):
             old[SKIPPED] + bad,
             streak,
             ops.where(finite, old[LAST_BAD_STEP], step),
-            ops.where(finite, old[FIRST_BAD], ops.cast(first, "float32")),
+            ops.cond(finite, lambda: old[FIRST_BAD], lambda: ops.cast(first(), "float32")),
             old[STEPS] + 1.0,
             ops.maximum(old[MAX_STREAK], streak),  # the host checks every few steps: keep the longest run
         ]))
@@ -249,13 +267,17 @@ class NaNGuard(keras.callbacks.Callback):
         if tracker is None:
             return
         original = type(tracker).update_state.__get__(tracker)
-        guard = self
+        guard, eager = self, keras.backend.backend() == "torch"
 
         def update_state(values, sample_weight=None):
             if not guard._filtering:
                 return original(values, sample_weight=sample_weight)
             ops = keras.ops
             finite = ops.all(ops.isfinite(values))
+            if eager:  # torch runs the step eagerly: a branch costs fewer ops than a select
+                if bool(finite):
+                    return original(values, sample_weight=sample_weight)
+                return original(ops.zeros_like(values), sample_weight=0.0)
             weight = 1.0 if sample_weight is None else ops.cast(sample_weight, "float32")
             weight = ops.cast(finite, "float32") * weight
             return original(ops.where(finite, values, ops.zeros_like(values)), sample_weight=weight)
@@ -342,6 +364,7 @@ class NaNGuard(keras.callbacks.Callback):
         _backend.write_values(self._model, keep, current)
         reset = self._client.initial_values()[0]
         reset[SKIPPED] = state[SKIPPED]
+        self._client._streak = 0
         _backend.write_values(self._model, self._client.variables, [reset])
         if self.rollbacks >= self.max_retries:
             self._model.stop_training = True
