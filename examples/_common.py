@@ -34,3 +34,11 @@ def load_digits_split(seed=0, val_fraction=0.25):
     mean, std = x[n_val:].mean(0), x[n_val:].std(0) + 1e-6
     x = (x - mean) / std
     return (x[n_val:], y[n_val:]), (x[:n_val], y[:n_val])
+
+
+def save_plot(figure, out, name):
+    """Save a matplotlib figure as `out/name` and print where it went."""
+    path = Path(out) / name
+    figure.savefig(path)
+    print(f"\nplot: {path}")
+    return path

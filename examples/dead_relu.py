@@ -15,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import warnings  # noqa: E402
 
 import keras  # noqa: E402
-from _common import load_digits_split, parse_args  # noqa: E402
+from _common import load_digits_split, parse_args, save_plot  # noqa: E402
 
 import keras_actkit as ak  # noqa: E402
 
@@ -83,9 +83,7 @@ def main():
     for ax, (label, monitor, _, accuracy, _, _) in zip(axes, runs):
         monitor.plot(ax=ax)
         ax.set_title(f"{label}\nval accuracy {accuracy:.2f}", fontsize="medium")
-    path = args.out / "dead_relu.png"
-    figure.savefig(path)
-    print(f"\nplot: {path}")
+    save_plot(figure, args.out, "dead_relu.png")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 Builds a classifier with LeakyReLU6, PReLU and hard-swish, matches every
 kernel's initializer to its activation, finds a learning rate with a range
-test (which leaves the model untouched), trains at it, then saves to `.keras`
-and loads back with `safe_mode=True` and no custom_objects.
+test (which leaves the model untouched), trains at it with NaNGuard,
+GradientNormLogger and DeadNeuronMonitor watching, then saves to `.keras` and
+loads back with `safe_mode=True` and no custom_objects.
 
     python examples/quickstart.py [--quick] [--out DIR]
 """
@@ -62,9 +63,18 @@ def main():
         print(f"range test: {result.stop_reason} after {len(result.lrs)} steps; "
               f"training at the suggested LR {lr:.3g} (plot: {figure_path})")
     print(f"backend: {keras.backend.backend()}, training {epochs} epoch(s) on digits")
-    model.fit(x, y, batch_size=32, epochs=epochs, validation_data=(x_val, y_val), verbose=0)
+    guard = ak.callbacks.NaNGuard()  # a non-finite step never reaches the weights
+    norms = ak.callbacks.GradientNormLogger()  # per-layer gradient norms of the real step
+    dead = ak.callbacks.DeadNeuronMonitor()  # dead units per layer, with a remedy
+    history = model.fit(x, y, batch_size=32, epochs=epochs, validation_data=(x_val, y_val), verbose=0,
+                        callbacks=[guard, norms, dead])
     loss, accuracy = model.evaluate(x_val, y_val, verbose=0)
     print(f"validation accuracy: {accuracy:.3f} (loss {loss:.3f})")
+    last = {k: v[-1] for k, v in history.history.items()}
+    print(f"last epoch: global gradient norm {last['grad_norm/global']:.3g}; "
+          f"non-finite steps skipped {guard.skipped}, rollbacks {guard.rollbacks}; dead fraction "
+          + ", ".join(f"{k.split('/', 1)[1]} {v:.2f}" for k, v in last.items() if k.startswith("dead_fraction/")))
+    norms.plot().savefig(args.out / "quickstart_grad_norms.png")
 
     path = args.out / "quickstart.keras"
     model.save(path)

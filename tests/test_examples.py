@@ -22,6 +22,7 @@ def run_example(name, out):
 def test_quickstart_runs_and_reloads_identically(tmp_path):
     result = run_example("quickstart.py", tmp_path)
     assert "identical predictions: True" in result.stdout
+    assert "non-finite steps skipped 0, rollbacks 0" in result.stdout
     assert (tmp_path / "quickstart.keras").is_file()
 
 
@@ -30,3 +31,32 @@ def test_dead_relu_example_reports_and_plots(tmp_path):
     for label in ("| ReLU |", "| ReLU + revive=True |", "| LeakyReLU6 + matched init |"):
         assert label in result.stdout
     assert (tmp_path / "dead_relu.png").stat().st_size > 10_000
+
+
+def test_nan_recovery_example_guard_finishes_where_terminate_on_nan_stops(tmp_path):
+    result = run_example("nan_recovery.py", tmp_path)
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in result.stdout.splitlines() if line.startswith("| ") and "run |" not in line}
+    assert rows["NaN row + TerminateOnNaN"][1] != "0%"  # the poisoned weights stay NaN
+    assert rows["NaN row + NaNGuard"][1] == "0%" and rows["NaN row + NaNGuard"][0].startswith("3 of")
+    assert rows["LR spike + NaNGuard"][1] == "0%" and rows["LR spike + NaNGuard"][0].startswith("3 of")
+    assert (tmp_path / "nan_recovery.png").stat().st_size > 10_000
+
+
+def test_lr_finder_example_leaves_the_model_untouched(tmp_path):
+    result = run_example("lr_finder.py", tmp_path)
+    assert "model untouched afterwards: True" in result.stdout
+    assert (tmp_path / "lr_finder.png").stat().st_size > 10_000
+
+
+def test_gradient_health_example_plots_both_heatmaps(tmp_path):
+    result = run_example("gradient_health.py", tmp_path)
+    assert "| sigmoid |" in result.stdout and "| LeakyReLU6 + matched init |" in result.stdout
+    assert (tmp_path / "gradient_health.png").stat().st_size > 10_000
+
+
+def test_activation_zoo_example_covers_all_seven(tmp_path):
+    result = run_example("activation_zoo.py", tmp_path)
+    for name in ("sigmoid", "tanh", "ReLU", "LeakyReLU6", "PReLU", "hard-swish", "swish"):
+        assert f"| {name} |" in result.stdout
+    assert (tmp_path / "activation_zoo.png").stat().st_size > 10_000
