@@ -273,3 +273,28 @@ def test_all_three_callbacks_in_one_fit():
     np.testing.assert_array_equal(logger.history["step"], [0, 2, 4, 6, 8, 8, 10, 12])
     assert np.isnan(logger.history["global"][4]) and np.isfinite(logger.history["global"][5])
     assert "apply" not in model.optimizer.__dict__
+
+
+def test_log_dir_writes_the_records_as_tensorboard_scalars(tmp_path):
+    tf = pytest.importorskip("tensorflow")
+    x, y = _data()
+    model = _model()
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    logger = GradientNormLogger(every_n_steps=2, log_dir=tmp_path / "tb")
+    model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0, callbacks=[logger])
+    scalars, histograms = {}, 0
+    for path in (tmp_path / "tb").glob("events.out.tfevents.*"):
+        for raw in tf.data.TFRecordDataset(str(path)):
+            event = tf.compat.v1.Event.FromString(raw.numpy())
+            for value in event.summary.value:
+                tensor = tf.make_ndarray(value.tensor)
+                if value.tag == "grad_norm/log10_layers":
+                    histograms += 1
+                else:
+                    scalars[(value.tag, event.step)] = float(tensor)
+    history = logger.history
+    assert histograms == len(history["step"]) == 4
+    for k, step in enumerate(history["step"]):
+        assert scalars[("grad_norm/global", step)] == pytest.approx(history["global"][k], rel=1e-6)
+        assert scalars[("grad_norm/out", step)] == pytest.approx(history["norms"][k, 2], rel=1e-6)
+        assert scalars[("update_ratio/first", step)] == pytest.approx(history["update_ratios"][k, 0], rel=1e-6)

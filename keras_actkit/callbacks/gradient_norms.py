@@ -118,6 +118,13 @@ class GradientNormLogger(keras.callbacks.Callback):
         vanishing_ratio: In (0, 1). Defaults to 1e-3.
         exploding_factor: > 1. Defaults to 10.
         window: Records the exploding test compares with, >= 2. Defaults to 20.
+        log_dir: If set, also write every record to this TensorBoard log
+            directory: each `grad_norm/*` and `update_ratio/*` value as a
+            scalar at its optimizer step, and the log10 gradient norms of all
+            layers as one histogram per record (`grad_norm/log10_layers`).
+            Needs TensorFlow and TensorBoard installed (it writes with
+            `tf.summary`; `pip install 'keras_actkit[tensorboard]'`), on any
+            Keras backend.
         verbose: Log each record at INFO level on the "keras_actkit" logger.
 
     Example:
@@ -129,7 +136,8 @@ class GradientNormLogger(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, every_n_steps=10, vanishing_ratio=1e-3, exploding_factor=10.0, window=20, verbose=False):
+    def __init__(self, every_n_steps=10, vanishing_ratio=1e-3, exploding_factor=10.0, window=20, log_dir=None,
+                 verbose=False):
         super().__init__()
         if not (isinstance(every_n_steps, int) and not isinstance(every_n_steps, bool) and every_n_steps >= 1):
             raise ValueError(f"`every_n_steps` must be an integer >= 1. Received: every_n_steps={every_n_steps!r}")
@@ -142,6 +150,16 @@ class GradientNormLogger(keras.callbacks.Callback):
         self.every_n_steps = every_n_steps
         self.vanishing_ratio, self.exploding_factor, self.window = vanishing_ratio, exploding_factor, window
         self.verbose = verbose
+        if log_dir is not None:
+            try:
+                import tensorboard  # noqa: F401
+                import tensorflow  # noqa: F401
+            except ImportError:
+                raise ValueError("`log_dir` writes TensorBoard events with tf.summary and needs TensorFlow and "
+                                 "TensorBoard installed (pip install 'keras_actkit[tensorboard]'); received "
+                                 f"log_dir={log_dir!r}.") from None
+        self.log_dir = None if log_dir is None else str(log_dir)
+        self._writer = None
         self.layers, self.layer_sizes = [], np.zeros(0)
         self._records, self._epoch_records = [], []
         self._warned = set()
@@ -202,6 +220,9 @@ class GradientNormLogger(keras.callbacks.Callback):
         if self._client is not None:
             self._read()
         self._detach()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     def _detach(self):
         if self._tap is not None and self._client is not None:
@@ -228,6 +249,25 @@ class GradientNormLogger(keras.callbacks.Callback):
             if self.verbose:
                 logger.info("GradientNormLogger step %d: global %.3g", step, record[0])
         self._seen = count
+        if self.log_dir is not None and len(fresh):
+            self._write_summaries(self._records[-len(fresh):])
+
+    def _write_summaries(self, records):
+        import tensorflow as tf
+
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        n = len(self.layers)
+        with self._writer.as_default():
+            for row in records:
+                step = int(row[0])
+                for name, value in self._as_logs(row[1:]).items():
+                    tf.summary.scalar(name, value, step=step)
+                norms = row[2: 2 + n]
+                finite = norms[np.isfinite(norms) & (norms > 0)]
+                if finite.size:
+                    tf.summary.histogram("grad_norm/log10_layers", np.log10(finite), step=step)
+        self._writer.flush()
 
     def _as_logs(self, record):
         n = len(self.layers)
