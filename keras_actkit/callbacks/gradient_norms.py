@@ -66,32 +66,33 @@ class _NormClient(_tap.TapClient):
             zero = ops.convert_to_tensor(0.0, "float32")
             return ops.stack([sum((s for s, i in zip(sums, layer_of) if i == k), zero) for k in range(n)])
 
-        def stats():
+        buffer = self.variables[0]
+        old = buffer.value
+        step = context.step
+
+        def updated():
             grad_sq = per_layer(context.effective_grads(accumulated))
             delta = per_layer([v.value - b for v, b in zip(context.variables, before)])
             size = per_layer(before)
-            return ops.concatenate([grad_sq, ops.sqrt(ops.divide_no_nan(delta, size))])
+            ratios = ops.sqrt(ops.divide_no_nan(delta, size))
+            count = old[0, 0]
+            record = ops.concatenate([
+                ops.reshape(count + 1.0, (1,)),
+                ops.reshape(ops.cast(ops.convert_to_tensor(step), "float32"), (1,)),
+                ops.reshape(ops.sqrt(ops.sum(grad_sq)), (1,)),
+                ops.sqrt(grad_sq),
+                ratios,
+            ])
+            row = 1 + ops.mod(ops.cast(count, "int32"), ROWS)
+            target = ops.reshape(ops.equal(ops.arange(ROWS + 1), row), (ROWS + 1, 1))
+            header = ops.reshape(ops.equal(ops.arange(ROWS + 1), 0), (ROWS + 1, 1))
+            new = ops.where(target, ops.reshape(record, (1, self.width)), old)
+            return ops.where(header, ops.full((ROWS + 1, self.width), count + 1.0), new)
 
         # Only on recorded steps (a conditional in the compiled step): a
-        # reduction per variable costs more in dispatch than in arithmetic.
-        values = stats() if self._torch else ops.cond(is_log, stats, lambda: ops.zeros((2 * n,), "float32"))
-        sq, ratios = values[:n], values[n:]
-        buffer = self.variables[0]
-        old = buffer.value
-        count = old[0, 0]
-        record = ops.concatenate([
-            ops.reshape(count + 1.0, (1,)),
-            ops.reshape(ops.cast(ops.convert_to_tensor(context.step), "float32"), (1,)),
-            ops.reshape(ops.sqrt(ops.sum(sq)), (1,)),
-            ops.sqrt(sq),
-            ratios,
-        ])
-        row = 1 + ops.mod(ops.cast(count, "int32"), ROWS)
-        target = ops.reshape(ops.equal(ops.arange(ROWS + 1), row), (ROWS + 1, 1))
-        header = ops.reshape(ops.equal(ops.arange(ROWS + 1), 0), (ROWS + 1, 1))
-        updated = ops.where(target, ops.reshape(record, (1, self.width)), old)
-        updated = ops.where(header, ops.full((ROWS + 1, self.width), count + 1.0), updated)
-        buffer.assign(updated if self._torch else ops.where(is_log, updated, old))
+        # reduction per variable, and every op on TensorFlow's CPU graph
+        # executor, costs more in dispatch than in arithmetic.
+        buffer.assign(updated() if self._torch else ops.cond(is_log, updated, lambda: old))
 
 
 class GradientNormLogger(keras.callbacks.Callback):

@@ -17,7 +17,9 @@ logger = logging.getLogger("keras_actkit")
 DIVERGENCE = 10.0
 
 # Layout of the guard's state vector (one variable, so one read is consistent).
-SKIPPED, STREAK, LAST_BAD_STEP, FIRST_BAD, STEPS, MAX_STREAK = range(6)
+SKIPPED, STREAK, LAST_BAD_STEP, FIRST_BAD, MAX_STREAK = range(5)
+# On a finite step only the streak changes (to 0): one multiplication.
+_KEEP_ON_FINITE = np.array([1, 0, 1, 1, 1], "float32")
 
 
 class _GuardClient(_tap.TapClient):
@@ -32,10 +34,10 @@ class _GuardClient(_tap.TapClient):
         self._streak = 0  # eager (torch) only
 
     def variable_specs(self):
-        return [((6,), "float32", "keras_actkit_nan_guard")]
+        return [((5,), "float32", "keras_actkit_nan_guard")]
 
     def initial_values(self):
-        values = np.zeros(6, "float32")
+        values = np.zeros(5, "float32")
         values[[LAST_BAD_STEP, FIRST_BAD]] = -1.0
         return [values]
 
@@ -75,17 +77,20 @@ class _GuardClient(_tap.TapClient):
             variable.assign(state)
             return
         old = variable.value
-        bad = ops.cast(ops.logical_not(finite), "float32")
-        step = ops.cast(context.step, "float32")
-        streak = ops.where(finite, 0.0, old[STREAK] + 1.0)
-        variable.assign(ops.stack([
-            old[SKIPPED] + bad,
-            streak,
-            ops.where(finite, old[LAST_BAD_STEP], step),
-            ops.cond(finite, lambda: old[FIRST_BAD], lambda: ops.cast(first(), "float32")),
-            old[STEPS] + 1.0,
-            ops.maximum(old[MAX_STREAK], streak),  # the host checks every few steps: keep the longest run
-        ]))
+        step = context.step
+
+        def on_bad():
+            streak = old[STREAK] + 1.0
+            return ops.stack([
+                old[SKIPPED] + 1.0,
+                streak,
+                ops.cast(step, "float32"),
+                ops.cast(first(), "float32"),
+                ops.maximum(old[MAX_STREAK], streak),  # the host checks every few steps: keep the longest run
+            ])
+
+        # The bookkeeping of a bad step runs only on a bad step.
+        variable.assign(ops.cond(finite, lambda: old * _KEEP_ON_FINITE, on_bad))
 
 
 class _ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
@@ -267,20 +272,13 @@ class NaNGuard(keras.callbacks.Callback):
         if tracker is None:
             return
         original = type(tracker).update_state.__get__(tracker)
-        guard, eager = self, keras.backend.backend() == "torch"
+        guard = self
 
         def update_state(values, sample_weight=None):
             if not guard._filtering:
                 return original(values, sample_weight=sample_weight)
-            ops = keras.ops
-            finite = ops.all(ops.isfinite(values))
-            if eager:  # torch runs the step eagerly: a branch costs fewer ops than a select
-                if bool(finite):
-                    return original(values, sample_weight=sample_weight)
-                return original(ops.zeros_like(values), sample_weight=0.0)
-            weight = 1.0 if sample_weight is None else ops.cast(sample_weight, "float32")
-            weight = ops.cast(finite, "float32") * weight
-            return original(ops.where(finite, values, ops.zeros_like(values)), sample_weight=weight)
+            finite = _backend.all_finite([values])
+            _backend.apply_if(finite, lambda: original(values, sample_weight=sample_weight), tracker.variables)
 
         tracker.update_state = update_state
 
