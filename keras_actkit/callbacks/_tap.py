@@ -29,6 +29,11 @@ _TAPS = weakref.WeakKeyDictionary()  # innermost optimizer -> _Tap
 _MARK = "_keras_actkit_tap"
 
 
+def tf_strategy(model):
+    """The `tf.distribute` strategy `model` was built under, or None (any other backend too)."""
+    return getattr(model, "_distribute_strategy", None) if keras.backend.backend() == "tensorflow" else None
+
+
 def innermost(optimizer):
     while getattr(optimizer, "inner_optimizer", None) is not None:
         optimizer = optimizer.inner_optimizer

@@ -169,6 +169,13 @@ class GradientNormLogger(keras.callbacks.Callback):
 
     # -- fit hooks ------------------------------------------------------------------
     def on_train_begin(self, logs=None):
+        strategy = _tap.tf_strategy(self._model)
+        if strategy is not None and "tf_strategy" not in self._warned:
+            self._warned.add("tf_strategy")
+            warnings.warn(
+                f"GradientNormLogger under {type(strategy).__name__}: the optimizer receives each replica's "
+                "local gradient (TensorFlow all-reduces it inside the update), so the norms logged are one "
+                "replica's local gradient on its share of the batch, not the all-reduced one.", stacklevel=2)
         variables = list(self._model.trainable_variables)
         if not variables:
             warnings.warn("GradientNormLogger: the model has no trainable variables; nothing to log.", stacklevel=2)

@@ -240,6 +240,13 @@ class NaNGuard(keras.callbacks.Callback):
 
     # -- fit hooks -----------------------------------------------------------------------
     def on_train_begin(self, logs=None):
+        strategy = _tap.tf_strategy(self._model)
+        if strategy is not None:
+            raise ValueError(
+                f"NaNGuard does not support tf.distribute strategies yet (the model was built under "
+                f"{type(strategy).__name__}): the skip must agree across replicas and wrap an update that "
+                "synchronises them, which needs a cross-replica path it does not have. Train without it, or "
+                "use the JAX backend's keras.distribution.DataParallel, where NaNGuard works.")
         self.skipped, self.rollbacks, self.report, self.events = 0, 0, None, []
         self._client = _GuardClient()
         self._client.abort = self._abort  # an exception inside a step
