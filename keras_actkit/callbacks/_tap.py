@@ -187,7 +187,15 @@ class _Tap:
             if id(tracked[index]) in ids:
                 del tracked[index]
 
+    def without_tap(self, variables):
+        """`variables` without the tap's own (what a skipped step or a rollback must leave as it was)."""
+        tap_ids = {id(v) for c in self.clients for v in c.variables}
+        return [v for v in variables if id(v) not in tap_ids]
+
     def _select_function(self):
+        # Worked out once per set of clients, not in the (per-step on torch) wrapped apply.
+        self._guards = any(client.guards for client in self.clients)
+        self._optimizer_state = self.without_tap(self.optimizer.variables)
         model = self.model()
         key = tuple(c.signature for c in self.clients)
         function = self.functions.get(key)
@@ -254,10 +262,8 @@ class _Tap:
         def run():
             self.original_apply(grads, trainable_variables)
 
-        if any(client.guards for client in self.clients):
-            tap_ids = {id(v) for c in self.clients for v in c.variables}
-            protected = list(trainable_variables) + [v for v in optimizer.variables if id(v) not in tap_ids]
-            _backend.apply_if(context.finite, run, protected)
+        if self._guards:
+            _backend.apply_if(context.finite, run, list(trainable_variables) + self._optimizer_state)
         else:
             run()
         for client in self.clients:

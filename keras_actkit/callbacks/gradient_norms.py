@@ -33,7 +33,6 @@ class _NormClient(_tap.TapClient):
         self.signature = ("grad_norms", every_n_steps, tuple(layers), tuple(sorted(layer_by_variable.items())))
         self.width = 3 + 2 * len(layers)
         self._pending = None
-        self._torch = keras.backend.backend() == "torch"
 
     def variable_specs(self):
         return [((ROWS + 1, self.width), "float32", "keras_actkit_grad_norms")]
@@ -92,7 +91,7 @@ class _NormClient(_tap.TapClient):
         # Only on recorded steps (a conditional in the compiled step): a
         # reduction per variable, and every op on TensorFlow's CPU graph
         # executor, costs more in dispatch than in arithmetic.
-        buffer.assign(updated() if self._torch else ops.cond(is_log, updated, lambda: old))
+        buffer.assign(updated() if context.eager else ops.cond(is_log, updated, lambda: old))
 
 
 class GradientNormLogger(keras.callbacks.Callback):

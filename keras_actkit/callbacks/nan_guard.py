@@ -191,8 +191,7 @@ class NaNGuard(keras.callbacks.Callback):
     def _tracked(self):
         """Every variable a rollback restores: weights, non-trainable state, optimizer variables."""
         model = self._model
-        tap_ids = {id(v) for c in (self._tap.clients if self._tap else []) for v in c.variables}
-        optimizer_variables = [v for v in model.optimizer.variables if id(v) not in tap_ids]
+        optimizer_variables = self._tap.without_tap(model.optimizer.variables)
         return list(model.trainable_variables) + list(model.non_trainable_variables) + optimizer_variables
 
     def _running_loss(self):
