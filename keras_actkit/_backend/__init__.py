@@ -14,6 +14,14 @@ package and never branch on the backend themselves.
 - `all_finite(tensors)`: one scalar boolean tensor, true when every element of
   every tensor is finite (on torch, a Python bool from one fused check: the
   step runs eagerly, and a few large ops cost less than many small ones).
+- `global_apply(body, apply, grads, variables)`: call `body(seen, update)`
+  where `seen` are the gradients the update uses and `update()` runs
+  `apply(grads, variables)`. Directly, except under a TensorFlow
+  `tf.distribute` strategy with several replicas: there the optimizer gets
+  each replica's local gradient and all-reduces it inside its update, so the
+  body runs once in cross-replica context with the gradients summed over the
+  replicas, and `update()` runs the real update on every replica (how Keras's
+  `LossScaleOptimizer` makes one skip decision for all replicas).
 """
 
 import importlib
@@ -44,3 +52,7 @@ def write_values(model, variables, values):
 
 def all_finite(tensors):
     return _impl().all_finite(tensors)
+
+
+def global_apply(body, apply, grads, variables):
+    return _impl().global_apply(body, apply, grads, variables)

@@ -5,7 +5,9 @@ import numpy as np
 
 
 def read_values(model, variables):
-    return [np.array(keras.ops.convert_to_numpy(v.value)) for v in variables]
+    # `numpy()` also reads a tf.distribute SyncOnRead variable (a metric's
+    # total under a strategy: the sum over replicas), which `.value` cannot.
+    return [np.array(v.numpy()) for v in variables]
 
 
 def write_values(model, variables, values):
@@ -18,3 +20,8 @@ def all_finite(tensors):
     # reduction costs more in dispatch than in arithmetic.
     ops = keras.ops
     return ops.all(ops.isfinite(ops.concatenate([ops.reshape(t, (-1,)) for t in tensors])))
+
+
+def global_apply(body, apply, grads, variables):
+    # One process sees every gradient: nothing to gather.
+    return body(grads, lambda: apply(grads, variables))

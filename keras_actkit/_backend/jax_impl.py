@@ -10,9 +10,9 @@ up the new values.
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["all_finite", "apply_if", "read_values", "write_values"]
+__all__ = ["all_finite", "apply_if", "global_apply", "read_values", "write_values"]
 
-from keras_actkit._backend._common import all_finite  # noqa: E402
+from keras_actkit._backend._common import all_finite, global_apply  # noqa: E402
 
 
 def apply_if(condition, apply_fn, variables):

@@ -1,10 +1,12 @@
-"""TensorFlow: `tf.cond` around the update, as Keras's LossScaleOptimizer does."""
+"""TensorFlow: `tf.cond` around the update, as Keras's LossScaleOptimizer does;
+under a `tf.distribute` strategy, in cross-replica context (as it does too)."""
 
 import tensorflow as tf
 
+from keras_actkit._backend import _common
 from keras_actkit._backend._common import all_finite, read_values, write_values
 
-__all__ = ["all_finite", "apply_if", "read_values", "write_values"]
+__all__ = ["all_finite", "apply_if", "global_apply", "read_values", "write_values"]
 
 
 def apply_if(condition, apply_fn, variables):
@@ -13,3 +15,29 @@ def apply_if(condition, apply_fn, variables):
         return tf.constant(True)
 
     tf.cond(condition, run, lambda: tf.constant(False))
+
+
+def global_apply(body, apply, grads, variables):
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return _common.global_apply(body, apply, grads, variables)
+
+    def cross_replica(strategy, grads, variables):
+        # `grads` are per-replica values here. The optimizer's own update sums
+        # them over the replicas (the loss of each replica is already divided by
+        # their number), so the sum is the gradient the update uses.
+        present = [i for i, g in enumerate(grads) if g is not None]
+        summed = strategy.extended.batch_reduce_to(
+            tf.distribute.ReduceOp.SUM, [(grads[i], grads[i]) for i in present])
+        seen = [None] * len(grads)
+        for i, value in zip(present, summed):
+            seen[i] = strategy.experimental_local_results(value)[0]
+
+        def update():
+            # The real apply, once per replica: it all-reduces and updates in its
+            # own merge call, nested in this one (as under LossScaleOptimizer).
+            strategy.extended.call_for_each_replica(apply, args=(grads, variables))
+
+        body(seen, update)
+
+    context.merge_call(cross_replica, args=(grads, variables))

@@ -2,9 +2,9 @@
 
 import torch
 
-from keras_actkit._backend._common import read_values, write_values
+from keras_actkit._backend._common import global_apply, read_values, write_values
 
-__all__ = ["all_finite", "apply_if", "read_values", "write_values"]
+__all__ = ["all_finite", "apply_if", "global_apply", "read_values", "write_values"]
 
 
 def all_finite(tensors):

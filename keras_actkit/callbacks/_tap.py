@@ -12,7 +12,9 @@ when it needs to.
 
 When the last client leaves (`on_train_end`, or an exception inside a step),
 the tap removes its variables and the wrapper: a model saved after `fit` holds
-nothing of it. The wrapped train function is kept per optimizer and set of
+nothing of it. Under a TensorFlow `tf.distribute` strategy the clients run
+once, in cross-replica context, on the gradients summed over the replicas
+(`_backend.global_apply`). The wrapped train function is kept per optimizer and set of
 clients, so a later `fit` with the same callbacks does not trace again, and the
 model's own train function is put back for plain fits.
 """
@@ -27,11 +29,6 @@ from keras_actkit import _backend
 
 _TAPS = weakref.WeakKeyDictionary()  # innermost optimizer -> _Tap
 _MARK = "_keras_actkit_tap"
-
-
-def tf_strategy(model):
-    """The `tf.distribute` strategy `model` was built under, or None (any other backend too)."""
-    return getattr(model, "_distribute_strategy", None) if keras.backend.backend() == "tensorflow" else None
 
 
 def innermost(optimizer):
@@ -254,20 +251,22 @@ class _Tap:
         if trainable_variables is None:
             trainable_variables = optimizer._trainable_variables
         grads, trainable_variables = list(grads), list(trainable_variables)
-        pairs = [(g, v) for g, v in zip(grads, trainable_variables) if g is not None]
-        context = StepContext(optimizer, [g for g, _ in pairs], [v for _, v in pairs])
-        for client in self.clients:
-            client.before_apply(context)
 
-        def run():
-            self.original_apply(grads, trainable_variables)
+        def body(seen, update):
+            # `seen`: the gradients the update uses (summed over replicas under a
+            # tf.distribute strategy, where this runs in cross-replica context).
+            pairs = [(g, v) for g, v in zip(seen, trainable_variables) if g is not None]
+            context = StepContext(optimizer, [g for g, _ in pairs], [v for _, v in pairs])
+            for client in self.clients:
+                client.before_apply(context)
+            if self._guards:
+                _backend.apply_if(context.finite, update, trainable_variables + self._optimizer_state)
+            else:
+                update()
+            for client in self.clients:
+                client.after_apply(context)
 
-        if self._guards:
-            _backend.apply_if(context.finite, run, list(trainable_variables) + self._optimizer_state)
-        else:
-            run()
-        for client in self.clients:
-            client.after_apply(context)
+        _backend.global_apply(body, self.original_apply, grads, trainable_variables)
 
 
 def attach(model, client):

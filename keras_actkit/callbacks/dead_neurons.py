@@ -353,20 +353,29 @@ class DeadNeuronMonitor(keras.callbacks.Callback):
         elif backend == "tensorflow":
             import tensorflow as tf
 
-            if model.steps_per_execution != 1 or tf.distribute.has_strategy():
+            if model.steps_per_execution != 1:
                 raise ValueError(
-                    "DeadNeuronMonitor cannot capture probe samples from training under a "
-                    "distribution strategy or steps_per_execution > 1 on TensorFlow; pass "
-                    "`probe_data=` (a batch of inputs)."
+                    "DeadNeuronMonitor cannot capture probe samples from training with steps_per_execution > 1 "
+                    "on TensorFlow (one call takes several batches from the iterator); pass `probe_data=` "
+                    "(a batch of inputs)."
                 )
+            strategy = model.distribute_strategy
+            replicas = strategy.num_replicas_in_sync
 
             def wrapped(iterator):
                 data = next(iterator)
+                if replicas > 1:
+                    # Each replica's share of the batch, in order: the whole batch again.
+                    data = tf.nest.map_structure(
+                        lambda v: tf.concat(strategy.experimental_local_results(v), axis=0), data)
                 record(data)
                 # Hand the batch on with the element spec fit's own iterator has
                 # (batch dimension None), so the traced step is reused, not retraced.
                 size = keras.tree.flatten(data)[0].shape[0]
-                return original(iter(tf.data.Dataset.from_tensors(data).unbatch().batch(size)))
+                dataset = tf.data.Dataset.from_tensors(data).unbatch().batch(size)
+                if replicas > 1:
+                    dataset = strategy.experimental_distribute_dataset(dataset)
+                return original(iter(dataset))
         else:  # pragma: no cover
             raise ValueError(f"DeadNeuronMonitor: unsupported backend {backend!r}; pass `probe_data=`.")
         def guarded(*args):

@@ -99,8 +99,10 @@ class GradientNormLogger(keras.callbacks.Callback):
 
     The gradients are read where the optimizer receives them (a tap on its
     `apply`, inside the traced step; unscaled under `LossScaleOptimizer`, the
-    window mean under `gradient_accumulation_steps`), so nothing is computed
-    twice. Every `every_n_steps` optimizer steps the tap records, per layer,
+    window mean under `gradient_accumulation_steps`; under JAX's
+    `DataParallel` or a TensorFlow `tf.distribute` strategy, the whole batch's
+    gradient, summed over the replicas as the update sums it), so nothing is
+    computed twice. Every `every_n_steps` optimizer steps the tap records, per layer,
     the L2 norm of the gradient and the update ratio ‖Δw‖/‖w‖ of that step, and
     the global norm, into an in-graph ring buffer; the host reads it every
     32 records and at each epoch's end, so no training step waits for it.
@@ -168,13 +170,6 @@ class GradientNormLogger(keras.callbacks.Callback):
 
     # -- fit hooks ------------------------------------------------------------------
     def on_train_begin(self, logs=None):
-        strategy = _tap.tf_strategy(self._model)
-        if strategy is not None and "tf_strategy" not in self._warned:
-            self._warned.add("tf_strategy")
-            warnings.warn(
-                f"GradientNormLogger under {type(strategy).__name__}: the optimizer receives each replica's "
-                "local gradient (TensorFlow all-reduces it inside the update), so the norms logged are one "
-                "replica's local gradient on its share of the batch, not the all-reduced one.", stacklevel=2)
         variables = list(self._model.trainable_variables)
         if not variables:
             warnings.warn("GradientNormLogger: the model has no trainable variables; nothing to log.", stacklevel=2)

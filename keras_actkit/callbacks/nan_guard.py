@@ -114,7 +114,9 @@ class NaNGuard(keras.callbacks.Callback):
     skipped, so weights and optimizer state stay as they were
     (`logs["nan_guard/skipped"]`). Under `LossScaleOptimizer` the gradients are
     checked after unscaling, and the steps it skips itself (normal in mixed
-    precision) are left to it.
+    precision) are left to it. Under JAX's `DataParallel` or a TensorFlow
+    `tf.distribute` strategy the check is on the whole batch's gradient, so
+    every replica skips the same steps.
 
     Every `check_every_n_steps` steps (before the next step starts, so no
     step waits for it) and at each epoch's end, the guard reads its counters.
@@ -239,13 +241,6 @@ class NaNGuard(keras.callbacks.Callback):
 
     # -- fit hooks -----------------------------------------------------------------------
     def on_train_begin(self, logs=None):
-        strategy = _tap.tf_strategy(self._model)
-        if strategy is not None:
-            raise ValueError(
-                f"NaNGuard does not support tf.distribute strategies yet (the model was built under "
-                f"{type(strategy).__name__}): the skip must agree across replicas and wrap an update that "
-                "synchronises them, which needs a cross-replica path it does not have. Train without it, or "
-                "use the JAX backend's keras.distribution.DataParallel, where NaNGuard works.")
         self.skipped, self.rollbacks, self.report, self.events = 0, 0, None, []
         self._client = _GuardClient()
         self._client.abort = self._abort  # an exception inside a step
