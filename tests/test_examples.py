@@ -60,3 +60,18 @@ def test_activation_zoo_example_covers_all_seven(tmp_path):
     for name in ("sigmoid", "tanh", "ReLU", "LeakyReLU6", "PReLU", "hard-swish", "swish"):
         assert f"| {name} |" in result.stdout
     assert (tmp_path / "activation_zoo.png").stat().st_size > 10_000
+
+
+def test_distributed_example_matches_one_device(tmp_path):
+    result = run_example("distributed.py", tmp_path)
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in result.stdout.splitlines()
+            if line.startswith("| ") and not line.startswith("| run |")]
+    if keras.backend.backend() == "torch":
+        assert "two devices: not available on this backend" in result.stdout and len(rows) == 1
+    else:
+        assert len(rows) == 2
+        one, two = rows
+        assert one[1] == two[1] == "2"  # the poisoned step skipped once per epoch, on both
+        assert float(two[3]) < 1e-4  # layer norms equal the one-device run's up to rounding
+        assert two[-1] == "True"
+    assert (tmp_path / "distributed.png").stat().st_size > 10_000
