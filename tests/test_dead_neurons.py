@@ -19,10 +19,11 @@ def kill(layer, units):
     layer.bias.assign(bias)
 
 
-def fit_quietly(model, x, y, callbacks, epochs=1, batch_size=32):
+def fit_quietly(model, x, y, callbacks, epochs=1, batch_size=32, shuffle=True):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        history = model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=callbacks)
+        history = model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=callbacks,
+                            shuffle=shuffle)
     return history, [str(w.message) for w in caught if "DeadNeuronMonitor" in str(w.message)]
 
 
@@ -160,6 +161,22 @@ def test_probe_is_captured_from_training_and_the_step_is_unwrapped(rng):
     fit_quietly(model, x, y, [monitor], epochs=1, batch_size=16)
     assert monitor._probe.shape == (100, 8)
     assert model.train_function is original
+
+
+def test_capturing_the_probe_leaves_training_unchanged(rng):
+    # The captured batches still go through the step, in order: the weights equal a plain fit's.
+    x = rng.normal(size=(96, 8)).astype("float32")
+    y = rng.integers(0, 3, 96)
+    weights = []
+    for callbacks in ([], [DeadNeuronMonitor(probe_size=48)]):
+        keras.utils.set_random_seed(0)
+        model = mlp()
+        model.compile("adam", "sparse_categorical_crossentropy")
+        fit_quietly(model, x, y, callbacks, epochs=2, batch_size=16, shuffle=False)
+        weights.append(model.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(callbacks[0]._probe, x[:48])
 
 
 def test_an_error_inside_fit_leaves_the_step_unwrapped(rng):

@@ -369,13 +369,17 @@ class DeadNeuronMonitor(keras.callbacks.Callback):
                     data = tf.nest.map_structure(
                         lambda v: tf.concat(strategy.experimental_local_results(v), axis=0), data)
                 record(data)
-                # Hand the batch on with the element spec fit's own iterator has
-                # (batch dimension None), so the traced step is reused, not retraced.
+                if replicas == 1:
+                    # Keras's train function runs its traced one-batch step on each
+                    # element of a non-tf.data iterable: the batch goes straight in,
+                    # through the step fit has already traced.
+                    return original([data])
+                # Under a strategy the step needs a distributed iterator: the same
+                # batch again, with the element spec of fit's own (batch dimension
+                # None), so the traced step is reused.
                 size = keras.tree.flatten(data)[0].shape[0]
                 dataset = tf.data.Dataset.from_tensors(data).unbatch().batch(size)
-                if replicas > 1:
-                    dataset = strategy.experimental_distribute_dataset(dataset)
-                return original(iter(dataset))
+                return original(iter(strategy.experimental_distribute_dataset(dataset)))
         else:  # pragma: no cover
             raise ValueError(f"DeadNeuronMonitor: unsupported backend {backend!r}; pass `probe_data=`.")
         def guarded(*args):
