@@ -228,11 +228,16 @@ def test_revive_recycles_units_dead_twice_and_training_goes_on(rng):
     optimizer = model.optimizer
     for variable in (hidden.kernel, hidden.bias, out.kernel):
         index = optimizer._get_variable_index(variable)
-        for slots in (optimizer._momentums, optimizer._velocities):
-            moment = np_value(slots[index])
-            sliced = moment[dead, :] if variable is out.kernel else moment[..., dead]
-            assert np.all(sliced == 0.0)
-            assert np.any(moment != 0.0)  # the other units' moments are kept
+        axis = 0 if variable is out.kernel else -1
+        live = np.setdiff1d(np.arange(16), dead)
+        # Adam's first moment restarts at 0; its second moment at the live units' mean (not ~0, which
+        # would make the fresh weights' first steps ~3x the learning rate).
+        first, second = (np_value(slots[index]) for slots in (optimizer._momentums, optimizer._velocities))
+        assert np.all(np.take(first, dead, axis=axis) == 0.0)
+        live_mean = np.take(second, live, axis=axis).mean()
+        assert live_mean > 0
+        np.testing.assert_allclose(np.take(second, dead, axis=axis), live_mean, rtol=1e-6)
+        assert np.any(np.take(first, live, axis=axis) != 0.0)  # the other units' moments are kept
     pre = x @ kernel + bias
     assert (pre[:, dead].max(0) > 0).all()  # revived units are alive
     # Training goes on, with finite weights and the revived units alive.

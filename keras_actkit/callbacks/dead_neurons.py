@@ -226,7 +226,8 @@ class DeadNeuronMonitor(keras.callbacks.Callback):
     ReDo (Sokar et al. 2023): incoming weights redrawn with the initializer
     matched to the activation, bias reset to 0, outgoing weights zeroed (so
     the network's function is unchanged), and those entries of the optimizer's
-    moments reset. Counted in `logs["revived/<layer>"]`.
+    slots restarted: signed ones (momentum, first moments) at 0, second
+    moments at the mean of the live units' entries. Counted in `logs["revived/<layer>"]`.
 
     Args:
         probe_data: Inputs to probe with (array, list/dict of arrays, or an
@@ -533,8 +534,28 @@ class DeadNeuronMonitor(keras.callbacks.Callback):
                 slot = slots[position]
                 if slot is not None and slot is not variable and tuple(slot.shape) == tuple(variable.shape):
                     slot_value = np.array(keras.ops.convert_to_numpy(slot.value))
-                    slot_value[tuple(index)] = 0.0
+                    slot_value[tuple(index)] = self._fresh_slot_value(slot_value, index, axis)
                     slot.assign(slot_value)
+
+    @staticmethod
+    def _fresh_slot_value(slot_value, index, axis):
+        """What a recycled unit's optimizer slot starts from.
+
+        Signed slots (momentum, Adam's first moment) start at 0. A
+        non-negative slot is a running mean of squared gradients (Adam's and
+        RMSprop's second moment, Adagrad's sum): a dead unit's has decayed to
+        about 0, and Adam's first step divides by its root, so at 0 the fresh
+        weights would take steps of ~3x the learning rate on every entry. It
+        starts at the mean of the live units' entries instead, so the first
+        updates have the size the rest of the layer has.
+        """
+        if slot_value.size == 0 or np.any(slot_value < 0):
+            return 0.0
+        live = np.ones(slot_value.shape[axis], bool)
+        live[index[axis]] = False
+        if not live.any():
+            return 0.0
+        return float(np.take(slot_value, np.flatnonzero(live), axis=axis).mean())
 
     # -- results -----------------------------------------------------------------
     def plot(self, ax=None):
