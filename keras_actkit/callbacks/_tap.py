@@ -14,9 +14,9 @@ When the last client leaves (`on_train_end`, or an exception inside a step),
 the tap removes its variables and the wrapper: a model saved after `fit` holds
 nothing of it. Under a TensorFlow `tf.distribute` strategy the clients run
 once, in cross-replica context, on the gradients summed over the replicas
-(`_backend.global_apply`). The wrapped train function is kept per optimizer and set of
-clients, so a later `fit` with the same callbacks does not trace again, and the
-model's own train function is put back for plain fits.
+(`_backend.global_apply`). The wrapped train function is kept per optimizer
+and set of clients, so a later `fit` with the same callbacks does not trace
+again, and the model's own train function is put back for plain fits.
 """
 
 import sys

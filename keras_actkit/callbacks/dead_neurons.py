@@ -227,7 +227,8 @@ class DeadNeuronMonitor(keras.callbacks.Callback):
     matched to the activation, bias reset to 0, outgoing weights zeroed (so
     the network's function is unchanged), and those entries of the optimizer's
     slots restarted: signed ones (momentum, first moments) at 0, second
-    moments at the mean of the live units' entries. Counted in `logs["revived/<layer>"]`.
+    moments at the mean of the live units' entries. Counted in
+    `logs["revived/<layer>"]`.
 
     Args:
         probe_data: Inputs to probe with (array, list/dict of arrays, or an
@@ -363,24 +364,26 @@ class DeadNeuronMonitor(keras.callbacks.Callback):
             strategy = model.distribute_strategy
             replicas = strategy.num_replicas_in_sync
 
-            def wrapped(iterator):
-                data = next(iterator)
-                if replicas > 1:
-                    # Each replica's share of the batch, in order: the whole batch again.
-                    data = tf.nest.map_structure(
-                        lambda v: tf.concat(strategy.experimental_local_results(v), axis=0), data)
-                record(data)
-                if replicas == 1:
+            if replicas == 1:
+                def wrapped(iterator):
+                    data = next(iterator)
+                    record(data)
                     # Keras's train function runs its traced one-batch step on each
                     # element of a non-tf.data iterable: the batch goes straight in,
                     # through the step fit has already traced.
                     return original([data])
-                # Under a strategy the step needs a distributed iterator: the same
-                # batch again, with the element spec of fit's own (batch dimension
-                # None), so the traced step is reused.
-                size = keras.tree.flatten(data)[0].shape[0]
-                dataset = tf.data.Dataset.from_tensors(data).unbatch().batch(size)
-                return original(iter(strategy.experimental_distribute_dataset(dataset)))
+            else:
+                def wrapped(iterator):
+                    # Each replica's share of the batch, in order: the whole batch again.
+                    data = tf.nest.map_structure(
+                        lambda v: tf.concat(strategy.experimental_local_results(v), axis=0), next(iterator))
+                    record(data)
+                    # The step needs a distributed iterator: the same batch again, with
+                    # the element spec of fit's own (batch dimension None), so the
+                    # traced step is reused.
+                    size = keras.tree.flatten(data)[0].shape[0]
+                    dataset = tf.data.Dataset.from_tensors(data).unbatch().batch(size)
+                    return original(iter(strategy.experimental_distribute_dataset(dataset)))
         else:  # pragma: no cover
             raise ValueError(f"DeadNeuronMonitor: unsupported backend {backend!r}; pass `probe_data=`.")
         def guarded(*args):
