@@ -27,6 +27,9 @@ def test_jax_data_parallel_logs_the_global_gradient_and_guards():
     # The tap sees the gradient of the whole (sharded) batch: equal to jax.grad on the full batch.
     np.testing.assert_allclose(out["logged_step0"], out["expected_step0"], rtol=1e-5)
     assert out["skipped"] == 2 and out["finite"]
+    # The skipped steps changed nothing, and logs["loss"] is the run's without the bad batch.
+    assert out["max_diff_vs_clean"] < 1e-6
+    np.testing.assert_allclose(out["loss"], out["clean_loss"], rtol=1e-5)
     assert out["dead_checks"] == 2
     assert out["lr_points"] > 0 and out["lr_restored"]
 

@@ -21,7 +21,8 @@ package and never branch on the backend themselves.
   each replica's local gradient and all-reduces it inside its update, so the
   body runs once in cross-replica context with the gradients summed over the
   replicas, and `update()` runs the real update on every replica (how Keras's
-  `LossScaleOptimizer` makes one skip decision for all replicas).
+  `LossScaleOptimizer` makes one skip decision for all replicas); the body is
+  then called with `replicated=True`.
 """
 
 import importlib

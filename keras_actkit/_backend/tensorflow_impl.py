@@ -38,6 +38,6 @@ def global_apply(body, apply, grads, variables):
             # own merge call, nested in this one (as under LossScaleOptimizer).
             strategy.extended.call_for_each_replica(apply, args=(grads, variables))
 
-        body(seen, update)
+        body(seen, update, replicated=True)
 
     context.merge_call(cross_replica, args=(grads, variables))

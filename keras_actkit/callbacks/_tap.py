@@ -48,8 +48,10 @@ class StepContext:
     torch, whose step runs eagerly, Python numbers where that saves ops
     (`eager` tells which)."""
 
-    def __init__(self, optimizer, grads, variables):
+    def __init__(self, optimizer, grads, variables, replicated=False):
         self.optimizer = optimizer
+        # In cross-replica context under a tf.distribute strategy (gradients summed over replicas).
+        self.replicated = replicated
         self.grads = grads  # list, None filtered out
         self.variables = variables  # matching trainable variables
         self.eager = keras.backend.backend() == "torch"
@@ -252,11 +254,11 @@ class _Tap:
             trainable_variables = optimizer._trainable_variables
         grads, trainable_variables = list(grads), list(trainable_variables)
 
-        def body(seen, update):
+        def body(seen, update, replicated=False):
             # `seen`: the gradients the update uses (summed over replicas under a
             # tf.distribute strategy, where this runs in cross-replica context).
             pairs = [(g, v) for g, v in zip(seen, trainable_variables) if g is not None]
-            context = StepContext(optimizer, [g for g, _ in pairs], [v for _, v in pairs])
+            context = StepContext(optimizer, [g for g, _ in pairs], [v for _, v in pairs], replicated)
             for client in self.clients:
                 client.before_apply(context)
             if self._guards:

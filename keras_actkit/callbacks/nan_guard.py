@@ -32,6 +32,17 @@ class _GuardClient(_tap.TapClient):
         self.names = None  # layer of each gradient, in the order the tap sees them
         self._pending = None
         self._streak = 0  # eager (torch) only
+        # Leaving a skipped step out of the loss tracker. The loss can be finite
+        # while a gradient is not (TensorFlow's crossentropy clips a NaN
+        # probability), so the step's decision is what counts. TensorFlow and
+        # torch update the tracker before the apply: its values before the
+        # update are kept here and put back when the step is skipped. JAX
+        # updates it after the apply, in the same traced step: the decision is
+        # handed over instead (not from inside a LossScaleOptimizer's cond).
+        self.tracker_after_apply = keras.backend.backend() == "jax"
+        self.hand_over = True
+        self.tracker_before = None  # (variables, values)
+        self.step_finite = None
 
     def variable_specs(self):
         return [((5,), "float32", "keras_actkit_nan_guard")]
@@ -42,6 +53,7 @@ class _GuardClient(_tap.TapClient):
         return [values]
 
     def before_apply(self, context):
+        self.step_finite = None
         if self.names is None:
             self.names = [_tap.layer_key(v) for v in context.variables]
         if not context.grads:
@@ -56,6 +68,7 @@ class _GuardClient(_tap.TapClient):
             self._pending = (context.finite, lambda: context.first_non_finite)
 
     def after_apply(self, context):
+        self._settle_tracker(context)
         if self._pending is None:
             return
         ops = keras.ops
@@ -91,6 +104,29 @@ class _GuardClient(_tap.TapClient):
 
         # The bookkeeping of a bad step runs only on a bad step.
         variable.assign(ops.cond(finite, lambda: old * _KEEP_ON_FINITE, on_bad))
+
+
+    def _settle_tracker(self, context):
+        before, self.tracker_before = self.tracker_before, None
+        if context.replicated:
+            # Each replica's tracker took its own share before the gradients met;
+            # those shares are filtered by their loss only.
+            return
+        if self.tracker_after_apply:
+            if self.hand_over:
+                self.step_finite = context.finite
+            return
+        if before is None:
+            return
+        variables, values = before
+        finite = context.finite
+        if context.eager:
+            if not finite:
+                for variable, value in zip(variables, values):
+                    variable.assign(value)
+            return
+        for variable, value in zip(variables, values):
+            variable.assign(keras.ops.where(finite, variable.value, value))
 
 
 class _ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
@@ -273,12 +309,22 @@ class NaNGuard(keras.callbacks.Callback):
         if tracker is None:
             return
         original = type(tracker).update_state.__get__(tracker)
-        guard = self
+        guard, client = self, self._client
+        # Inside a LossScaleOptimizer the tap runs in the optimizer's own cond
+        # (JAX): its decision cannot leave that branch. The steps it skips are
+        # its own (a loss scale too high) and their loss counts, as in Keras.
+        client.hand_over = _tap.innermost(self._model.optimizer) is self._model.optimizer
 
         def update_state(values, sample_weight=None):
             if not guard._filtering:
                 return original(values, sample_weight=sample_weight)
             finite = _backend.all_finite([values])
+            if client.tracker_after_apply:
+                decided, client.step_finite = client.step_finite, None
+                if decided is not None:
+                    finite = keras.ops.logical_and(finite, decided)
+            else:
+                client.tracker_before = (tracker.variables, [keras.ops.copy(v.value) for v in tracker.variables])
             _backend.apply_if(finite, lambda: original(values, sample_weight=sample_weight), tracker.variables)
 
         tracker.update_state = update_state

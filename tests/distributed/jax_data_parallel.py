@@ -49,7 +49,15 @@ bad = x.copy()
 bad[20, 1] = np.nan  # batch 1
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    model.fit(bad, y, batch_size=16, epochs=2, shuffle=False, verbose=0, callbacks=[logger, monitor, guard])
+    history = model.fit(bad, y, batch_size=16, epochs=2, shuffle=False, verbose=0,
+                        callbacks=[logger, monitor, guard])
+# Reference: the same sharded training on the data without the bad batch.
+keep = np.r_[0:16, 32:64]
+clean = build()
+clean_history = clean.fit(x[keep], y[keep], batch_size=16, epochs=2, shuffle=False, verbose=0)
+out["max_diff_vs_clean"] = max(float(np.max(np.abs(keras.ops.convert_to_numpy(a) - keras.ops.convert_to_numpy(b))))
+                               for a, b in zip(model.weights, clean.weights))
+out["loss"], out["clean_loss"] = history.history["loss"], clean_history.history["loss"]
 out["logged_step0"] = [float(v) for v in logger.history["norms"][0]]
 out["expected_step0"] = expected
 out["skipped"] = guard.skipped
