@@ -1,21 +1,28 @@
 """Wall time of `fit` with each callback at its defaults, against plain `fit`.
 
 A small MLP and a small CNN on scikit-learn digits (1348 training images per
-epoch, batch 32). The number of epochs is set per backend and model so that a
-plain fit lasts about `--seconds` (1.5 s by default: shorter fits are at the
-mercy of this machine's timing noise); per-epoch checks are then as frequent as
-they get (every 43 steps). Every variant gets its own model, compiled and
-warmed up with one fit first (tracing and compilation excluded, as for the
-plain fit; the callbacks keep their traced step between fits); then the
-variants are timed in interleaved rounds, and each ratio is the median over
-rounds of (time with the callback / plain time in the same round). The no-op
-callback (an empty `keras.callbacks.Callback`) shows the noise floor. Each
+epoch, batch 32: per-epoch checks run every 43 steps, as often as they get).
+The number of epochs is set per backend and model so that a plain fit lasts
+about `--seconds`. Every variant gets its own model, compiled and warmed up
+with one fit first (tracing and compilation excluded, as for the plain fit;
+the callbacks keep their traced step between fits); then the variants are
+timed in `--rounds` interleaved rounds, and each ratio is the median over
+rounds of (time with the callback / plain time in the same round). Each
 timed fit uses new callback instances, as a user would: their set-up counts.
 
-    python benchmarks/bench_callbacks.py [--rounds 7] [--seconds 1.5] [--only MLP]
+This 2-core machine's timing noise is about the size of the targets (one fit
+varies by 10-20% from run to run, and a fixed order of the variants biased
+identical fits by 3-4% by their position in the round). So the defaults are
+many short rounds, the order rotates from round to round, garbage collection
+is off while a fit is timed (as in timeit), the no-op callback (an empty
+`keras.callbacks.Callback`) shows the noise floor, and `--spread` adds the
+quartiles of the per-round ratios.
+
+    python benchmarks/bench_callbacks.py [--rounds 100] [--seconds 0.25] [--only MLP] [--spread]
 """
 
 import argparse
+import gc
 import os
 import statistics
 import sys
@@ -63,29 +70,42 @@ def cnn():
     ])
 
 
+def workloads(x, only=None):
+    """(name, model builder, inputs) of each benchmarked model whose name contains `only`."""
+    for name, build in (("MLP 64-128-128-10", mlp), ("CNN 3 conv", cnn)):
+        if only is None or only in name:
+            yield name, build, (x if build is mlp else x.reshape(-1, 8, 8, 1))
+
+
 def timed_fit(model, x, y, callbacks, epochs):
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.fit(x, y, batch_size=32, epochs=epochs, verbose=0, callbacks=callbacks)
-    return time.perf_counter() - start
+    # As timeit does: collect first, no garbage collection while timing (a
+    # collection landing in one variant's fit is noise, not its cost).
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(x, y, batch_size=32, epochs=epochs, verbose=0, callbacks=callbacks)
+        return time.perf_counter() - start
+    finally:
+        gc.enable()
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--seconds", type=float, default=1.5, help="target length of a plain fit")
+    parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=0.25, help="target length of a plain fit")
     parser.add_argument("--only", default=None, help="run only workloads whose name contains this")
+    parser.add_argument("--spread", action="store_true", help="also print the quartiles of the ratios")
     args = parser.parse_args()
     (x, y), _ = load_digits_split(0)
     print(f"### {keras.backend.backend()}: fit time / plain fit, median of {args.rounds} interleaved rounds "
           "after a warm-up\n")
     print("| model | epochs of 1348 | plain fit (s) | " + " | ".join(CALLBACKS) + " |")
     print("|---" * (len(CALLBACKS) + 3) + "|")
-    for name, build in (("MLP 64-128-128-10", mlp), ("CNN 3 conv", cnn)):
-        if args.only and args.only not in name:
-            continue
-        data, labels = (x if name.startswith("MLP") else x.reshape(-1, 8, 8, 1)), y
+    for name, build, data in workloads(x, args.only):
+        labels = y
         variants = {"plain": lambda: []} | CALLBACKS
         models = {}
         for variant, make in variants.items():
@@ -94,15 +114,23 @@ def main():
             models[variant].compile("adam", "sparse_categorical_crossentropy")
             timed_fit(models[variant], data, labels, make(), 1)  # warm-up: trace and compile
         per_epoch = timed_fit(models["plain"], data, labels, [], 3) / 3
-        epochs = max(3, round(args.seconds / per_epoch))
+        epochs = max(1, round(args.seconds / per_epoch))
         times = {variant: [] for variant in variants}
-        for _ in range(args.rounds):
-            for variant, make in variants.items():
-                times[variant].append(timed_fit(models[variant], data, labels, make(), epochs))
+        order = list(variants)
+        for round_ in range(args.rounds):
+            # The order rotates every round: on this machine a fixed order
+            # biased identical fits by 3-4% by their position in the round.
+            shift = round_ % len(order)
+            for variant in order[shift:] + order[:shift]:
+                times[variant].append(timed_fit(models[variant], data, labels, variants[variant](), epochs))
         cells = []
         for variant in CALLBACKS:
-            ratios = [t / p for t, p in zip(times[variant], times["plain"])]
-            cells.append(f"{statistics.median(ratios):.3f}")
+            ratios = sorted(t / p for t, p in zip(times[variant], times["plain"]))
+            cell = f"{statistics.median(ratios):.3f}"
+            if args.spread:
+                quartiles = statistics.quantiles(ratios, n=4)
+                cell += f" ({quartiles[0]:.2f}-{quartiles[2]:.2f})"
+            cells.append(cell)
         print(f"| {name} | {epochs} | {statistics.median(times['plain']):.2f} | "
               + " | ".join(cells) + " |")
 

@@ -3,9 +3,10 @@
 Every function here has the same signature on every backend; callers import this
 package and never branch on the backend themselves.
 
-- `apply_if(condition, apply_fn, variables)`: run `apply_fn()` (which assigns
-  `variables`) only when the scalar boolean tensor `condition` is true, inside
-  the traced training step.
+- `apply_if(condition, apply_fn, variables, otherwise=None)`: run `apply_fn()`
+  (which assigns `variables`) only when the scalar boolean tensor `condition`
+  is true, inside the traced training step; else `otherwise()` if given
+  (TensorFlow and torch only: on JAX the skip branch is pure).
 - `read_values(model, variables)`: current values of model or optimizer
   variables as numpy arrays, also in the middle of a JAX epoch (where the values
   live in the trainer's state, not in the variables).
@@ -39,8 +40,8 @@ def _impl():
     return importlib.import_module(f"keras_actkit._backend.{_MODULES[backend]}")
 
 
-def apply_if(condition, apply_fn, variables):
-    return _impl().apply_if(condition, apply_fn, variables)
+def apply_if(condition, apply_fn, variables, otherwise=None):
+    return _impl().apply_if(condition, apply_fn, variables, otherwise)
 
 
 def read_values(model, variables):

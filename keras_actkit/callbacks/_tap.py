@@ -262,7 +262,9 @@ class _Tap:
             for client in self.clients:
                 client.before_apply(context)
             if self._guards:
-                _backend.apply_if(context.finite, update, trainable_variables + self._optimizer_state)
+                skips = [c.on_skipped for c in self.clients if c.skip_work(context)]
+                otherwise = (lambda: [skip(context) for skip in skips]) if skips else None
+                _backend.apply_if(context.finite, update, trainable_variables + self._optimizer_state, otherwise)
             else:
                 update()
             for client in self.clients:
@@ -309,6 +311,13 @@ class TapClient:
 
     def after_apply(self, context):
         pass
+
+    def skip_work(self, context):
+        """Whether `on_skipped` has work this step (asked while the step is built)."""
+        return False
+
+    def on_skipped(self, context):
+        """Runs in place of the update when a guard skips the step (TensorFlow and torch)."""
 
     def abort(self):
         """Called when the fit ends by an exception, before the tap is removed."""

@@ -36,13 +36,16 @@ class _GuardClient(_tap.TapClient):
         # while a gradient is not (TensorFlow's crossentropy clips a NaN
         # probability), so the step's decision is what counts. TensorFlow and
         # torch update the tracker before the apply: its values before the
-        # update are kept here and put back when the step is skipped. JAX
-        # updates it after the apply, in the same traced step: the decision is
-        # handed over instead (not from inside a LossScaleOptimizer's cond).
+        # update are kept here and put back in the skip branch of the update's
+        # conditional (no extra op on a normal step). JAX updates it after the
+        # apply, in the same traced step: the decision is handed over instead
+        # (not from inside a LossScaleOptimizer's cond).
         self.tracker_after_apply = keras.backend.backend() == "jax"
         self.hand_over = True
         self.tracker_before = None  # (variables, values)
         self.step_finite = None
+        self.bookkeeping_in_skip = keras.backend.backend() == "tensorflow"
+        self._old = None
 
     def variable_specs(self):
         return [((5,), "float32", "keras_actkit_nan_guard")]
@@ -54,6 +57,7 @@ class _GuardClient(_tap.TapClient):
 
     def before_apply(self, context):
         self.step_finite = None
+        self._old = None
         if self.names is None:
             self.names = [_tap.layer_key(v) for v in context.variables]
         if not context.grads:
@@ -63,17 +67,25 @@ class _GuardClient(_tap.TapClient):
             # Counters in Python; the variable is written only when they change.
             finite = context.finite
             self._pending = (finite, None if finite else context.first_non_finite)
-        else:
-            # The first bad layer is worked out only on a bad step.
-            self._pending = (context.finite, lambda: context.first_non_finite)
+            return
+        # The first bad layer is worked out only on a bad step.
+        self._pending = (context.finite, lambda: context.first_non_finite)
+        if self.bookkeeping_in_skip:
+            # A normal step's bookkeeping (the streak back to 0) now; a bad
+            # step's is written in the skip branch of the update's conditional,
+            # so the guard adds no conditional of its own (on TensorFlow each
+            # is a function call per step).
+            variable = self.variables[0]
+            self._old = keras.ops.copy(variable.value)  # a read now, not the variable
+            variable.assign(self._old * _KEEP_ON_FINITE)
 
     def after_apply(self, context):
         self._settle_tracker(context)
-        if self._pending is None:
+        pending, self._pending = self._pending, None
+        if pending is None or self._old is not None:
             return
         ops = keras.ops
-        finite, first = self._pending
-        self._pending = None
+        finite, first = pending
         variable = self.variables[0]
         if context.eager:
             if finite and self._streak == 0:
@@ -90,43 +102,37 @@ class _GuardClient(_tap.TapClient):
             variable.assign(state)
             return
         old = variable.value
-        step = context.step
+        # JAX: the skip branch is pure there; the bad step's bookkeeping runs under its own cond.
+        variable.assign(ops.cond(finite, lambda: old * _KEEP_ON_FINITE, lambda: self._bad_state(old, context, first)))
 
-        def on_bad():
-            streak = old[STREAK] + 1.0
-            return ops.stack([
-                old[SKIPPED] + 1.0,
-                streak,
-                ops.cast(step, "float32"),
-                ops.cast(first(), "float32"),
-                ops.maximum(old[MAX_STREAK], streak),  # the host checks every few steps: keep the longest run
-            ])
+    @staticmethod
+    def _bad_state(old, context, first):
+        ops = keras.ops
+        streak = old[STREAK] + 1.0
+        return ops.stack([
+            old[SKIPPED] + 1.0,
+            streak,
+            ops.cast(context.step, "float32"),
+            ops.cast(first(), "float32"),
+            ops.maximum(old[MAX_STREAK], streak),  # the host checks every few steps: keep the longest run
+        ])
 
-        # The bookkeeping of a bad step runs only on a bad step.
-        variable.assign(ops.cond(finite, lambda: old * _KEEP_ON_FINITE, on_bad))
+    def skip_work(self, context):
+        restore = self.tracker_before is not None and not context.replicated
+        return restore or self._old is not None
 
+    def on_skipped(self, context):
+        if self.tracker_before is not None and not context.replicated:
+            variables, values = self.tracker_before
+            for variable, value in zip(variables, values):
+                variable.assign(value)
+        if self._old is not None:
+            self.variables[0].assign(self._bad_state(self._old, context, self._pending[1]))
 
     def _settle_tracker(self, context):
-        before, self.tracker_before = self.tracker_before, None
-        if context.replicated:
-            # Each replica's tracker took its own share before the gradients met;
-            # those shares are filtered by their loss only.
-            return
-        if self.tracker_after_apply:
-            if self.hand_over:
-                self.step_finite = context.finite
-            return
-        if before is None:
-            return
-        variables, values = before
-        finite = context.finite
-        if context.eager:
-            if not finite:
-                for variable, value in zip(variables, values):
-                    variable.assign(value)
-            return
-        for variable, value in zip(variables, values):
-            variable.assign(keras.ops.where(finite, variable.value, value))
+        self.tracker_before = None
+        if self.tracker_after_apply and self.hand_over and not context.replicated:
+            self.step_finite = context.finite
 
 
 class _ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
@@ -325,7 +331,17 @@ class NaNGuard(keras.callbacks.Callback):
                     finite = keras.ops.logical_and(finite, decided)
             else:
                 client.tracker_before = (tracker.variables, [keras.ops.copy(v.value) for v in tracker.variables])
-            _backend.apply_if(finite, lambda: original(values, sample_weight=sample_weight), tracker.variables)
+            if isinstance(finite, bool):  # torch: decided on the host
+                if finite:
+                    original(values, sample_weight=sample_weight)
+                return
+            # A batch left out adds exactly 0 to the total and to the count
+            # (a select, not a conditional: no function call per step on TensorFlow).
+            ops = keras.ops
+            values = ops.convert_to_tensor(values)
+            weight = ops.ones_like(values) if sample_weight is None else ops.convert_to_tensor(sample_weight)
+            original(ops.where(finite, values, ops.zeros_like(values)),
+                     sample_weight=ops.where(finite, weight, ops.zeros_like(weight)))
 
         tracker.update_state = update_state
 
