@@ -12,6 +12,9 @@ package and never branch on the backend themselves.
   live in the trainer's state, not in the variables).
 - `write_values(model, variables, values)`: assign them so that the next step
   of a running `fit` starts from them.
+- `ready(model, variables)`: whether `read_values` would return without
+  waiting for a running step (JAX dispatches steps asynchronously; elsewhere
+  always true).
 - `all_finite(tensors)`: one scalar boolean tensor, true when every element of
   every tensor is finite (on torch, a Python bool from one fused check: the
   step runs eagerly, and a few large ops cost less than many small ones).
@@ -50,6 +53,10 @@ def read_values(model, variables):
 
 def write_values(model, variables, values):
     return _impl().write_values(model, variables, values)
+
+
+def ready(model, variables):
+    return _impl().ready(model, variables)
 
 
 def all_finite(tensors):

@@ -10,7 +10,7 @@ up the new values.
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["all_finite", "apply_if", "global_apply", "read_values", "write_values"]
+__all__ = ["all_finite", "apply_if", "global_apply", "read_values", "ready", "write_values"]
 
 from keras_actkit._backend._common import all_finite, global_apply  # noqa: E402
 
@@ -49,6 +49,14 @@ def _live_state(model):
             for variable, value in zip(owner, values):
                 groups[id(variable)] = value
     return groups
+
+
+def ready(model, variables):
+    live = _live_state(model)
+    if live is None:
+        return True
+    values = (live.get(id(variable)) for variable in variables)
+    return all(value is None or not hasattr(value, "is_ready") or value.is_ready() for value in values)
 
 
 def read_values(model, variables):

@@ -182,9 +182,11 @@ class NaNGuard(keras.callbacks.Callback):
         lr_factor: Learning-rate factor at each rollback, in (0, 1].
             Defaults to 0.5.
         max_retries: Rollbacks before training is stopped, >= 0. Defaults to 3.
-        check_every_n_steps: Read the counters every n steps, >= 1. Defaults
-            to 10: a bad state is acted on at most 10 steps late (skipped
-            steps change nothing meanwhile).
+        check_every_n_steps: Read the counters every n steps, >= 1 (on JAX,
+            the first step after that whose predecessor has finished, at
+            most n steps later: a read never waits for a running step).
+            Defaults to 10: a bad state is acted on at most 10 (JAX: 20)
+            steps late (skipped steps change nothing meanwhile).
         snapshot_every_n_steps: Take a snapshot (when everything is finite)
             every n steps, >= 1 (at the first check after n steps). Defaults
             to 100. One is also taken when training begins.
@@ -356,7 +358,12 @@ class NaNGuard(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         if self._client is None:
             return
-        if self._calls > 0 and self._calls % self.check_every_n_steps == 0:
+        since = self._calls - max(self._checked_at, 0)
+        if since >= self.check_every_n_steps and (
+                since >= 2 * self.check_every_n_steps or _backend.ready(self._model, self._client.variables)):
+            # On JAX the previous step may still be running (asynchronous
+            # dispatch): reading now would wait for it and drain the pipeline,
+            # so the read waits (up to n more steps) until it is finished.
             self._check()
         self._calls += 1
 
