@@ -18,7 +18,7 @@ is off while a fit is timed (as in timeit), the no-op callback (an empty
 `keras.callbacks.Callback`) shows the noise floor, and `--spread` adds the
 quartiles of the per-round ratios.
 
-    python benchmarks/bench_callbacks.py [--rounds 100] [--seconds 0.25] [--only MLP] [--spread]
+    python benchmarks/bench_callbacks.py [--rounds 40] [--seconds 0.25] [--only MLP] [--spread]
 """
 
 import argparse
@@ -94,7 +94,7 @@ def timed_fit(model, x, y, callbacks, epochs):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--seconds", type=float, default=0.25, help="target length of a plain fit")
     parser.add_argument("--only", default=None, help="run only workloads whose name contains this")
     parser.add_argument("--spread", action="store_true", help="also print the quartiles of the ratios")

@@ -11,7 +11,7 @@ median plain step for scale. Pairing neighbouring calls cancels the slow
 drifts that dominate whole-fit timings. `train_on_batch` adds Keras's
 per-call overhead to both sides, not to the difference.
 
-    python benchmarks/bench_step_cost.py [--pairs 2000] [--only MLP]
+    python benchmarks/bench_step_cost.py [--pairs 1000] [--only MLP]
 """
 
 import argparse
@@ -71,7 +71,7 @@ def paired(plain, other, batches, pairs):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=2000)
+    parser.add_argument("--pairs", type=int, default=1000)
     parser.add_argument("--only", default=None, help="run only workloads whose name contains this")
     args = parser.parse_args()
     (x, y), _ = load_digits_split(0)
