@@ -16,8 +16,8 @@ package and never branch on the backend themselves.
   waiting for a running step (JAX dispatches steps asynchronously; elsewhere
   always true).
 - `all_finite(tensors)`: one scalar boolean tensor, true when every element of
-  every tensor is finite (on torch, a Python bool from one fused check: the
-  step runs eagerly, and a few large ops cost less than many small ones).
+  every tensor is finite, from one reduction per tensor and no copy (on torch
+  a Python bool: the step runs eagerly).
 - `global_apply(body, apply, grads, variables)`: call `body(seen, update)`
   where `seen` are the gradients the update uses and `update()` runs
   `apply(grads, variables)`. Directly, except under a TensorFlow
