@@ -7,6 +7,8 @@ take them from there, writes sync the state back first so the next step picks
 up the new values.
 """
 
+import weakref
+
 import jax.numpy as jnp
 import numpy as np
 
@@ -35,37 +37,58 @@ def apply_if(condition, apply_fn, variables, otherwise=None):
         variable.assign(value)
 
 
-def _live_state(model):
+_GROUPS = ("trainable_variables", "non_trainable_variables", "optimizer_variables", "metrics_variables")
+_POSITIONS = weakref.WeakKeyDictionary()  # model -> (layout key, {id(variable): (group, index)})
+
+
+def _owners(model):
+    optimizer = model.optimizer
+    return (model.trainable_variables, model.non_trainable_variables,
+            optimizer.variables if optimizer else [], model.metrics_variables)
+
+
+def _positions(model):
+    """Where each variable's value sits in the trainer's state; built once per layout.
+
+    A callback reads a few variables every few steps: rebuilding a map of
+    every variable on each read cost more than the read itself on a small model.
+    """
+    owners = _owners(model)
+    # The optimizer's list changes as tap clients come and go: keyed by identity, not length.
+    sizes = tuple(len(owner) for owner in owners) + tuple(map(id, owners[2]))
+    cached = _POSITIONS.get(model)
+    if cached is not None and cached[0] == sizes:
+        return cached[1]
+    positions = {}
+    for key, owner in zip(_GROUPS, owners):
+        for index, variable in enumerate(owner):
+            positions[id(variable)] = (key, index)
+    _POSITIONS[model] = (sizes, positions)
+    return positions
+
+
+def _live_values(model, variables):
+    """The running values of `variables` inside a JAX epoch (None for each one not in the state)."""
     state = getattr(model, "_jax_state", None)
     if not state or getattr(model, "_jax_state_synced", True):
-        return None
-    groups = {}
-    for key, owner in (("trainable_variables", model.trainable_variables),
-                       ("non_trainable_variables", model.non_trainable_variables),
-                       ("optimizer_variables", model.optimizer.variables if model.optimizer else []),
-                       ("metrics_variables", model.metrics_variables)):
-        values = state.get(key)
-        if values:
-            for variable, value in zip(owner, values):
-                groups[id(variable)] = value
-    return groups
+        return [None] * len(variables)
+    positions = _positions(model)
+    out = []
+    for variable in variables:
+        key, index = positions.get(id(variable), (None, None))
+        values = state.get(key) if key is not None else None
+        out.append(values[index] if values and index < len(values) else None)
+    return out
 
 
 def ready(model, variables):
-    live = _live_state(model)
-    if live is None:
-        return True
-    values = (live.get(id(variable)) for variable in variables)
-    return all(value is None or not hasattr(value, "is_ready") or value.is_ready() for value in values)
+    return all(value is None or not hasattr(value, "is_ready") or value.is_ready()
+               for value in _live_values(model, variables))
 
 
 def read_values(model, variables):
-    live = _live_state(model)
-    out = []
-    for variable in variables:
-        value = live.get(id(variable)) if live is not None else None
-        out.append(np.array(variable.value if value is None else value))
-    return out
+    return [np.array(variable.value if value is None else value)
+            for variable, value in zip(variables, _live_values(model, variables))]
 
 
 def write_values(model, variables, values):
