@@ -9,7 +9,6 @@ up the new values.
 
 import weakref
 
-import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["all_finite", "apply_if", "global_apply", "read_values", "ready", "write_values"]

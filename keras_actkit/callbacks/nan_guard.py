@@ -117,12 +117,14 @@ class _GuardClient(_tap.TapClient):
             ops.maximum(old[MAX_STREAK], streak),  # the host checks every few steps: keep the longest run
         ])
 
+    def _restores_tracker(self, context):
+        return self.tracker_before is not None and not context.replicated
+
     def skip_work(self, context):
-        restore = self.tracker_before is not None and not context.replicated
-        return restore or self._old is not None
+        return self._restores_tracker(context) or self._old is not None
 
     def on_skipped(self, context):
-        if self.tracker_before is not None and not context.replicated:
+        if self._restores_tracker(context):
             variables, values = self.tracker_before
             for variable, value in zip(variables, values):
                 variable.assign(value)
