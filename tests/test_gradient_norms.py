@@ -77,6 +77,30 @@ def test_every_n_steps_records_those_steps_and_epoch_means():
     np.testing.assert_allclose(history.history["grad_norm/global"][0], first_epoch.mean(), rtol=1e-6)
 
 
+def test_a_later_fit_records_at_its_own_interval():
+    # Each fit's step is traced for its own callbacks (on JAX a rebuilt train
+    # function with the same state layout used to rerun the previous trace).
+    x, y = _data(n=64)
+    model = _model()
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    for every, expected in ((1, range(0, 8)), (4, [8, 12]), (1, range(16, 24))):
+        logger = GradientNormLogger(every_n_steps=every)
+        model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[logger])
+        np.testing.assert_array_equal(logger.history["step"], list(expected))
+
+
+def test_gradient_accumulation_records_every_nth_update():
+    # The host foresees which calls update and record (the others run a step traced without the logger).
+    x, y = _data(n=96)
+    model = _model()
+    model.compile(keras.optimizers.Adam(0.01, gradient_accumulation_steps=3), "sparse_categorical_crossentropy")
+    logger = GradientNormLogger(every_n_steps=2)
+    model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0, callbacks=[logger])
+    # 12 batches per epoch: 4 updates per epoch, steps 0..7.
+    np.testing.assert_array_equal(logger.history["step"], [0, 2, 4, 6])
+    assert np.all(np.isfinite(logger.history["norms"])) and np.all(logger.history["norms"] > 0)
+
+
 def test_gradient_accumulation_logs_the_window_mean():
     x, y = _data(n=16)
     model = _model()

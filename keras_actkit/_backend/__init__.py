@@ -27,6 +27,9 @@ package and never branch on the backend themselves.
   replicas, and `update()` runs the real update on every replica (how Keras's
   `LossScaleOptimizer` makes one skip decision for all replicas); the body is
   then called with `replicated=True`.
+- `make_train_function(model)`: a newly traced train function for `model`
+  (`model.make_train_function(force=True)`), returned; `model.train_function`
+  is left as it was.
 """
 
 import importlib
@@ -65,3 +68,7 @@ def all_finite(tensors):
 
 def global_apply(body, apply, grads, variables):
     return _impl().global_apply(body, apply, grads, variables)
+
+
+def make_train_function(model):
+    return _impl().make_train_function(model)

@@ -1,19 +1,43 @@
 """JAX: the step is a pure function of the trainer's state.
 
-`apply_if` runs the update and then selects, per variable, the new or the old
-value (what Keras's own JAX optimizer does for gradient accumulation). Inside a
-`fit` epoch the values live in `model._jax_state`, not in the variables; reads
-take them from there, writes sync the state back first so the next step picks
-up the new values.
+`apply_if` runs the update inside a `lax.cond` (an update followed by a
+per-variable select of new or old values, what Keras's own JAX optimizer does
+for gradient accumulation, measured slower: XLA then keeps copies of the old
+values). Inside a `fit` epoch the values live in `model._jax_state`, not in the
+variables; reads take them from there, writes sync the state back first so the
+next step picks up the new values.
 """
 
 import weakref
 
 import numpy as np
 
-__all__ = ["all_finite", "apply_if", "global_apply", "read_values", "ready", "write_values"]
+__all__ = ["all_finite", "apply_if", "global_apply", "make_train_function", "read_values", "ready", "write_values"]
 
+from keras_actkit._backend import _common  # noqa: E402
 from keras_actkit._backend._common import all_finite, global_apply  # noqa: E402
+
+
+def make_train_function(model):
+    """A train function with its own trace.
+
+    `jax.jit` shares its trace cache between jit objects of the same bound
+    method, so `make_train_function(force=True)` with an unchanged state layout
+    would silently run an earlier trace, e.g. a tap client's old
+    `every_n_steps` (measured: a second fit with another `every_n_steps`
+    recorded at the first one's). A step function of its own gets a trace of
+    its own.
+    """
+    own = "train_step" in model.__dict__
+    step = model.train_step
+    model.train_step = lambda state, data: step(state, data)
+    try:
+        return _common.make_train_function(model)
+    finally:
+        if own:
+            model.train_step = step
+        else:
+            del model.train_step
 
 
 def apply_if(condition, apply_fn, variables, otherwise=None):

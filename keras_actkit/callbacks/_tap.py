@@ -17,6 +17,12 @@ once, in cross-replica context, on the gradients summed over the replicas
 (`_backend.global_apply`). The wrapped train function is kept per optimizer
 and set of clients, so a later `fit` with the same callbacks does not trace
 again, and the model's own train function is put back for plain fits.
+
+A client that works only on some steps (`GradientNormLogger`, every n-th)
+says so on the host before each call (`idle_next_call`); the call then runs a
+variant of the step traced without that client, so the other steps carry none
+of its in-graph cost (not next to a guard, whose skipped steps the host cannot
+foresee).
 """
 
 import sys
@@ -26,6 +32,7 @@ import keras
 import numpy as np
 
 from keras_actkit import _backend
+from keras_actkit._backend._common import finite_of, finite_terms
 
 _TAPS = weakref.WeakKeyDictionary()  # innermost optimizer -> _Tap
 _MARK = "_keras_actkit_tap"
@@ -62,7 +69,7 @@ class StepContext:
             self.raw_iteration = keras.ops.copy(optimizer._iterations.value)
         self.accumulation = optimizer.gradient_accumulation_steps or 0
         self._finite = None
-        self._finite_each = None
+        self._terms = None
 
     @property
     def finite(self):
@@ -70,8 +77,12 @@ class StepContext:
         if self._finite is None:
             if not self.grads:
                 self._finite = True if self.eager else keras.ops.convert_to_tensor(True)
-            else:
+            elif self.eager:
                 self._finite = _backend.all_finite(self.grads)
+            else:
+                # One reduction per gradient, shared with `first_non_finite`.
+                self._terms = finite_terms(self.grads)
+                self._finite = finite_of(self._terms)
         return self._finite
 
     @property
@@ -82,8 +93,10 @@ class StepContext:
             if self.finite:
                 return 0
             return next(i for i, g in enumerate(self.grads) if not bool(ops.all(ops.isfinite(g))))
-        each = ops.stack([ops.all(ops.isfinite(g)) for g in self.grads])
-        return ops.argmin(ops.cast(each, "int32"))
+        if not self.grads:
+            return ops.convert_to_tensor(0, "int32")
+        self.finite  # noqa: B018 - computes the per-gradient terms
+        return ops.argmin(ops.cast(ops.isfinite(ops.stack(self._terms)), "int32"))
 
     @property
     def is_update(self):
@@ -122,12 +135,13 @@ class _Tap:
         self.optimizer = optimizer
         self.clients = []
         self.slots = {}  # client signature -> its variables, reused by every fit
-        self.functions = {}  # tuple of signatures -> wrapped train function
+        self.functions = {}  # tuple of signatures -> installed train function (picks a traced variant per call)
         self.plain_function = None
         self.last_plain = None
         self.original_apply = None
         self.fit_token = None
         self.aborting = False
+        self._idle = ()  # positions of the clients the current call leaves out
         # JAX threads optimizer variables through its stateless step, so the
         # tap's variables must be among them; elsewhere they stay outside the
         # optimizer, and nothing of them can reach a saved model.
@@ -195,12 +209,19 @@ class _Tap:
         # Worked out once per set of clients, not in the (per-step on torch) wrapped apply.
         self._guards = any(client.guards for client in self.clients)
         self._optimizer_state = self.without_tap(self.optimizer.variables)
+        self._idle = ()
+        # Clients that may sit out a call; not next to a guard, whose skipped
+        # steps leave the optimizer's step counter behind the host's count.
+        self._may_idle = [] if self._guards else [i for i, c in enumerate(self.clients) if c.may_idle]
         model = self.model()
         key = tuple(c.signature for c in self.clients)
         function = self.functions.get(key)
         if function is None:
-            model.make_train_function(force=True)
-            function = self.functions[key] = self._guarded(model.train_function)
+            # Every variant is built now, before fit hands the variables' values
+            # to its own state (a JAX train function cannot be built mid-epoch);
+            # each is traced on its first call.
+            variants = {idle: _backend.make_train_function(model) for idle in _subsets(self._may_idle)}
+            function = self.functions[key] = self._dispatcher(variants)
         model.train_function = function
 
     def abort_all(self):
@@ -213,7 +234,7 @@ class _Tap:
         finally:
             self.aborting = False
 
-    def _guarded(self, function):
+    def _dispatcher(self, variants):
         tap = self
 
         def guarded(*args):
@@ -224,8 +245,11 @@ class _Tap:
                 # this is a new fit, without the tap.
                 tap.abort_all()
                 return model.train_function(*args)
+            # Clients with nothing to do in this call (known on the host) are
+            # left out of it: a variant of the step traced without them runs.
+            tap._idle = tuple(i for i in tap._may_idle if tap.clients[i].idle_next_call())
             try:
-                return function(*args)
+                return variants[tap._idle](*args)
             except BaseException:
                 # An error inside fit skips on_train_end: never leave the optimizer wrapped.
                 tap.abort_all()
@@ -259,18 +283,28 @@ class _Tap:
             # tf.distribute strategy, where this runs in cross-replica context).
             pairs = [(g, v) for g, v in zip(seen, trainable_variables) if g is not None]
             context = StepContext(optimizer, [g for g, _ in pairs], [v for _, v in pairs], replicated)
-            for client in self.clients:
+            # Read while the step is traced (each variant of the step once), or on every eager step.
+            clients = [c for i, c in enumerate(self.clients) if i not in self._idle]
+            for client in clients:
                 client.before_apply(context)
             if self._guards:
-                skips = [c.on_skipped for c in self.clients if c.skip_work(context)]
+                skips = [c.on_skipped for c in clients if c.skip_work(context)]
                 otherwise = (lambda: [skip(context) for skip in skips]) if skips else None
                 _backend.apply_if(context.finite, update, trainable_variables + self._optimizer_state, otherwise)
             else:
                 update()
-            for client in self.clients:
+            for client in clients:
                 client.after_apply(context)
 
         _backend.global_apply(body, self.original_apply, grads, trainable_variables)
+
+
+def _subsets(positions):
+    """Every subset of `positions`, as sorted tuples (the empty one first)."""
+    subsets = [()]
+    for position in positions:
+        subsets += [subset + (position,) for subset in subsets]
+    return subsets
 
 
 def attach(model, client):
@@ -297,6 +331,7 @@ class TapClient:
     """Base for tap users. Subclasses set `signature`, `guards` and the hooks."""
 
     guards = False
+    may_idle = False  # whether `idle_next_call` can say True
     variables = ()
     signature = None
 
@@ -305,6 +340,13 @@ class TapClient:
 
     def initial_values(self):
         return [np.zeros(shape, dtype=dtype) for shape, dtype, _ in self.variable_specs()]
+
+    def idle_next_call(self):
+        """Host side, once before each call of the train function: True when
+        this client has no work in that call's step(s). The call then runs a
+        variant of the step traced without it (each variant is traced once), so
+        a client that works every n-th step costs nothing in-graph on the others."""
+        return False
 
     def before_apply(self, context):
         pass

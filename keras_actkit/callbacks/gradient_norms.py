@@ -26,6 +26,8 @@ class _NormClient(_tap.TapClient):
     waits for the host.
     """
 
+    may_idle = True  # the host foresees recorded steps (see `idle_next_call`)
+
     def __init__(self, every_n_steps, layers, layer_by_variable):
         self.every_n_steps = every_n_steps
         self.layers = layers
@@ -33,6 +35,32 @@ class _NormClient(_tap.TapClient):
         self.signature = ("grad_norms", every_n_steps, tuple(layers), tuple(sorted(layer_by_variable.items())))
         self.width = 3 + 2 * len(layers)
         self._pending = None
+        self.schedule = None  # (next micro-step, accumulation steps) when the host can tell recorded steps
+
+    def sync(self, model):
+        """Count steps on the host from the optimizer's counter (read now, between steps)."""
+        optimizer = _tap.innermost(model.optimizer)
+        if getattr(model, "steps_per_execution", 1) != 1 or optimizer is not model.optimizer:
+            # Several steps per call, or a LossScaleOptimizer that skips steps
+            # of its own: the step decides in-graph, in every call.
+            self.schedule = None
+            return
+        (iterations,) = _backend.read_values(model, [optimizer._iterations])
+        self.schedule = [int(iterations), optimizer.gradient_accumulation_steps or 0]
+
+    def idle_next_call(self):
+        # The in-graph condition stays in the recording variant; this only
+        # predicts it, exactly while every call makes one step (no guard or
+        # LossScaleOptimizer skipping steps: then this is not asked).
+        if self.schedule is None:
+            return False
+        micro, accumulation = self.schedule
+        self.schedule[0] += 1
+        if accumulation:
+            if (micro + 1) % accumulation:
+                return True
+            micro //= accumulation
+        return micro % self.every_n_steps != 0
 
     def variable_specs(self):
         return [((ROWS + 1, self.width), "float32", "keras_actkit_grad_norms")]
@@ -188,12 +216,15 @@ class GradientNormLogger(keras.callbacks.Callback):
         self.layer_sizes = np.array([sizes[k] for k in layers], "float64")
         self._client = _NormClient(self.every_n_steps, layers, layer_by_variable)
         self._tap = _tap.attach(self._model, self._client)
+        self._client.sync(self._model)
         self._seen, self._calls, self._lost_warned = 0, 0, False
         self._read_every = max(1, ROWS // 2 * self.every_n_steps)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_records = []
         self._epoch = epoch
+        if self._client is not None:
+            self._client.sync(self._model)
 
     # Reads happen before a step, never after one: a batch-end hook would make
     # Keras give up asynchronous dispatch for every callback (costly on JAX).

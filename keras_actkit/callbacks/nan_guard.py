@@ -102,8 +102,10 @@ class _GuardClient(_tap.TapClient):
             variable.assign(state)
             return
         old = variable.value
-        # JAX: the skip branch is pure there; the bad step's bookkeeping runs under its own cond.
-        variable.assign(ops.cond(finite, lambda: old * _KEEP_ON_FINITE, lambda: self._bad_state(old, context, first)))
+        # JAX: the skip branch is pure there; the bad step's bookkeeping is a
+        # select of five numbers (the first bad layer comes from the finite
+        # check's per-gradient sums): cheaper than a conditional of its own.
+        variable.assign(ops.where(finite, old * _KEEP_ON_FINITE, self._bad_state(old, context, first)))
 
     @staticmethod
     def _bad_state(old, context, first):
