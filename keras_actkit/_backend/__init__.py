@@ -39,11 +39,19 @@ import keras
 _MODULES = {"tensorflow": "tensorflow_impl", "jax": "jax_impl", "torch": "torch_impl"}
 
 
+_LOADED = {}
+
+
 def _impl():
+    # Called several times per step (every step, on torch's eager step): a
+    # dict lookup, where importlib.import_module costs ~5 us a call.
     backend = keras.backend.backend()
-    if backend not in _MODULES:
-        raise ValueError(f"keras_actkit callbacks support the tensorflow, jax and torch backends; got {backend!r}.")
-    return importlib.import_module(f"keras_actkit._backend.{_MODULES[backend]}")
+    module = _LOADED.get(backend)
+    if module is None:
+        if backend not in _MODULES:
+            raise ValueError(f"keras_actkit callbacks support the tensorflow, jax and torch backends; got {backend!r}.")
+        module = _LOADED[backend] = importlib.import_module(f"keras_actkit._backend.{_MODULES[backend]}")
+    return module
 
 
 def apply_if(condition, apply_fn, variables, otherwise=None):
