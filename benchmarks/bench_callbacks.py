@@ -18,7 +18,13 @@ is off while a fit is timed (as in timeit), the no-op callback (an empty
 `keras.callbacks.Callback`) shows the noise floor, and `--spread` adds the
 quartiles of the per-round ratios.
 
-    python benchmarks/bench_callbacks.py [--rounds 40] [--seconds 0.25] [--only MLP] [--spread]
+`--hooks` adds, per cell, the time spent inside the callbacks' own hooks
+(each hook a callback overrides, timed by a thin proxy), median over rounds,
+as a share of the plain fit: the host side of the cost, measured directly
+rather than as a difference of two noisy fits. The rest of a cell's cost is
+in-graph (see `bench_step_cost.py`) or Keras's own handling of callbacks.
+
+    python benchmarks/bench_callbacks.py [--rounds 40] [--seconds 0.25] [--only MLP] [--spread] [--hooks]
 """
 
 import argparse
@@ -77,6 +83,40 @@ def workloads(x, only=None):
             yield name, build, (x if build is mlp else x.reshape(-1, 8, 8, 1))
 
 
+HOOKS = [name for name in dir(keras.callbacks.Callback) if name.startswith("on_")]
+
+
+class HookTimer(keras.callbacks.Callback):
+    """Forwards to `inner` the hooks it overrides (only those: Keras turns off
+    asynchronous dispatch for a callback with a batch-end hook), adding up the
+    time spent in them."""
+
+    def __init__(self, inner, clock):
+        super().__init__()
+        self.inner, self.clock = inner, clock
+        for name in HOOKS:
+            method = getattr(inner, name)
+            if getattr(method, "_is_default", False):
+                continue
+
+            def timed(*args, _method=method, **kwargs):
+                start = time.perf_counter()
+                try:
+                    return _method(*args, **kwargs)
+                finally:
+                    self.clock[0] += time.perf_counter() - start
+
+            setattr(self, name, timed)
+
+    def set_model(self, model):
+        super().set_model(model)
+        self.inner.set_model(model)
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.inner.set_params(params)
+
+
 def timed_fit(model, x, y, callbacks, epochs):
     # As timeit does: collect first, no garbage collection while timing (a
     # collection landing in one variant's fit is noise, not its cost).
@@ -98,6 +138,7 @@ def main():
     parser.add_argument("--seconds", type=float, default=0.25, help="target length of a plain fit")
     parser.add_argument("--only", default=None, help="run only workloads whose name contains this")
     parser.add_argument("--spread", action="store_true", help="also print the quartiles of the ratios")
+    parser.add_argument("--hooks", action="store_true", help="also print the time inside the callbacks' hooks")
     args = parser.parse_args()
     (x, y), _ = load_digits_split(0)
     print(f"### {keras.backend.backend()}: fit time / plain fit, median of {args.rounds} interleaved rounds "
@@ -116,13 +157,19 @@ def main():
         per_epoch = timed_fit(models["plain"], data, labels, [], 3) / 3
         epochs = max(1, round(args.seconds / per_epoch))
         times = {variant: [] for variant in variants}
+        hooks = {variant: [] for variant in variants}
         order = list(variants)
         for round_ in range(args.rounds):
             # The order rotates every round: on this machine a fixed order
             # biased identical fits by 3-4% by their position in the round.
             shift = round_ % len(order)
             for variant in order[shift:] + order[:shift]:
-                times[variant].append(timed_fit(models[variant], data, labels, variants[variant](), epochs))
+                clock = [0.0]
+                callbacks = variants[variant]()
+                if args.hooks:
+                    callbacks = [HookTimer(callback, clock) for callback in callbacks]
+                times[variant].append(timed_fit(models[variant], data, labels, callbacks, epochs))
+                hooks[variant].append(clock[0])
         cells = []
         for variant in CALLBACKS:
             ratios = sorted(t / p for t, p in zip(times[variant], times["plain"]))
@@ -130,6 +177,9 @@ def main():
             if args.spread:
                 quartiles = statistics.quantiles(ratios, n=4)
                 cell += f" ({quartiles[0]:.2f}-{quartiles[2]:.2f})"
+            if args.hooks:
+                share = statistics.median(h / p for h, p in zip(hooks[variant], times["plain"]))
+                cell += f" [hooks {share:.1%}]"
             cells.append(cell)
         print(f"| {name} | {epochs} | {statistics.median(times['plain']):.2f} | "
               + " | ".join(cells) + " |")

@@ -61,7 +61,7 @@ def apply_if(condition, apply_fn, variables, otherwise=None):
 
 
 _GROUPS = ("trainable_variables", "non_trainable_variables", "optimizer_variables", "metrics_variables")
-_POSITIONS = weakref.WeakKeyDictionary()  # model -> (layout key, {id(variable): (group, index)})
+_POSITIONS = weakref.WeakKeyDictionary()  # model -> (History of the fit, optimizer variables, {id: (group, index)})
 
 
 def _owners(model):
@@ -71,22 +71,24 @@ def _owners(model):
 
 
 def _positions(model):
-    """Where each variable's value sits in the trainer's state; built once per layout.
+    """Where each variable's value sits in the trainer's state; worked out once per fit.
 
-    A callback reads a few variables every few steps: rebuilding a map of
-    every variable on each read cost more than the read itself on a small model.
+    A callback reads a few variables every few steps. Listing the model's
+    variables walks every layer (~50 us on a small model, more than the read
+    itself), so the map is kept for the fit (its `History` object) and the
+    number of optimizer variables, which changes when a tap client joins or
+    leaves. Reads only ask mid-epoch, when every client of the fit has attached.
     """
-    owners = _owners(model)
-    # The optimizer's list changes as tap clients come and go: keyed by identity, not length.
-    sizes = tuple(len(owner) for owner in owners) + tuple(map(id, owners[2]))
+    optimizer = model.optimizer
+    fit, count = getattr(model, "history", None), len(optimizer.variables) if optimizer else 0
     cached = _POSITIONS.get(model)
-    if cached is not None and cached[0] == sizes:
-        return cached[1]
+    if cached is not None and cached[0] is fit and cached[1] == count:
+        return cached[2]
     positions = {}
-    for key, owner in zip(_GROUPS, owners):
+    for key, owner in zip(_GROUPS, _owners(model)):
         for index, variable in enumerate(owner):
             positions[id(variable)] = (key, index)
-    _POSITIONS[model] = (sizes, positions)
+    _POSITIONS[model] = (fit, count, positions)
     return positions
 
 

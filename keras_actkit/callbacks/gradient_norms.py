@@ -314,12 +314,12 @@ class GradientNormLogger(keras.callbacks.Callback):
     def _diagnose(self, step, record):
         n = len(self.layers)
         norms = record[1: 1 + n]
-        history = [r[1] for r in self._records[:-1]][-self.window:]
+        history = [r[1] for r in self._records[-self.window - 1:-1]]  # not a pass over every record
         if "exploding" not in self._warned and len(history) >= min(5, self.window):
             reference = float(np.median(history))
             if not math.isfinite(record[0]) or record[0] > self.exploding_factor * reference:
                 self._warned.add("exploding")
-                past = np.median(np.stack([r[2: 2 + n] for r in self._records[:-1]][-self.window:]), axis=0)
+                past = np.median(np.stack([r[2: 2 + n] for r in self._records[-self.window - 1:-1]]), axis=0)
                 with np.errstate(divide="ignore", invalid="ignore"):
                     jump = np.where(past > 0, norms / past, np.inf)
                 jump = np.where(np.isfinite(norms), jump, np.inf)
