@@ -12,9 +12,12 @@ package and never branch on the backend themselves.
   live in the trainer's state, not in the variables).
 - `write_values(model, variables, values)`: assign them so that the next step
   of a running `fit` starts from them.
-- `ready(model, variables)`: whether `read_values` would return without
-  waiting for a running step (JAX dispatches steps asynchronously; elsewhere
-  always true).
+- `request_values(model, variables)`: a handle on the variables' current
+  values, for `fetch_values(handle)` to turn into numpy arrays later. On JAX,
+  whose steps run asynchronously, the request starts a copy of the running
+  values and returns without waiting, and the fetch, a few steps later, finds
+  it done instead of waiting for the running step (which drains the pipeline
+  of dispatched steps); elsewhere the fetch reads the variables then.
 - `all_finite(tensors)`: one scalar boolean tensor, true when every element of
   every tensor is finite, from one reduction per tensor and no copy (on torch
   a Python bool: the step runs eagerly).
@@ -66,8 +69,12 @@ def write_values(model, variables, values):
     return _impl().write_values(model, variables, values)
 
 
-def ready(model, variables):
-    return _impl().ready(model, variables)
+def request_values(model, variables):
+    return _impl().request_values(model, variables)
+
+
+def fetch_values(handle):
+    return handle()
 
 
 def all_finite(tensors):

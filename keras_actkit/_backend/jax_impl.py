@@ -12,7 +12,7 @@ import weakref
 
 import numpy as np
 
-__all__ = ["all_finite", "apply_if", "global_apply", "make_train_function", "read_values", "ready", "write_values"]
+__all__ = ["all_finite", "apply_if", "global_apply", "make_train_function", "read_values", "request_values", "write_values"]
 
 from keras_actkit._backend import _common  # noqa: E402
 from keras_actkit._backend._common import all_finite, global_apply  # noqa: E402
@@ -106,9 +106,27 @@ def _live_values(model, variables):
     return out
 
 
-def ready(model, variables):
-    return all(value is None or not hasattr(value, "is_ready") or value.is_ready()
-               for value in _live_values(model, variables))
+_COPY = []  # the jitted copy, made on first use
+
+
+def request_values(model, variables):
+    """Start copying the running values; the fetch waits only for that copy.
+
+    The running values themselves cannot be kept for later: the next step
+    consumes them (Keras donates the state to its jitted step). A copy
+    dispatched now runs right after the step that produces them, so a fetch
+    a few steps later finds it done, where reading the newest values waits
+    for the step still running and drains the pipeline of dispatched steps.
+    """
+    if not _COPY:
+        import jax
+        import jax.numpy as jnp
+
+        _COPY.append(jax.jit(lambda values: [jnp.copy(v) for v in values]))
+    values = [variable.value if value is None else value
+              for variable, value in zip(variables, _live_values(model, variables))]
+    copies = _COPY[0](values)
+    return lambda: [np.array(c) for c in copies]
 
 
 def read_values(model, variables):

@@ -4,9 +4,9 @@ under a `tf.distribute` strategy, in cross-replica context (as it does too)."""
 import tensorflow as tf
 
 from keras_actkit._backend import _common
-from keras_actkit._backend._common import all_finite, make_train_function, read_values, ready, write_values
+from keras_actkit._backend._common import all_finite, make_train_function, read_values, request_values, write_values
 
-__all__ = ["all_finite", "apply_if", "global_apply", "make_train_function", "read_values", "ready", "write_values"]
+__all__ = ["all_finite", "apply_if", "global_apply", "make_train_function", "read_values", "request_values", "write_values"]
 
 
 def apply_if(condition, apply_fn, variables, otherwise=None):

@@ -4,9 +4,9 @@ import math
 
 import torch
 
-from keras_actkit._backend._common import global_apply, make_train_function, read_values, ready, write_values
+from keras_actkit._backend._common import global_apply, make_train_function, read_values, request_values, write_values
 
-__all__ = ["all_finite", "apply_if", "global_apply", "make_train_function", "read_values", "ready", "write_values"]
+__all__ = ["all_finite", "apply_if", "global_apply", "make_train_function", "read_values", "request_values", "write_values"]
 
 
 def all_finite(tensors):

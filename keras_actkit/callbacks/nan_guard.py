@@ -295,6 +295,7 @@ class NaNGuard(keras.callbacks.Callback):
         self._tap = _tap.attach(self._model, self._client)
         self._variables = self._tracked()
         self._calls, self._seen_skipped, self._epoch, self._checked_at = 0, 0, 0, -1
+        self._requested = None  # counters requested at the last check, fetched at the next one
         self._schedule = None
         self._reference_loss = None  # running loss when the snapshot was taken (the first check's, first)
         self._patch_loss_tracker()
@@ -362,13 +363,8 @@ class NaNGuard(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         if self._client is None:
             return
-        since = self._calls - max(self._checked_at, 0)
-        if since >= self.check_every_n_steps and (
-                since >= 2 * self.check_every_n_steps or _backend.ready(self._model, self._client.variables)):
-            # On JAX the previous step may still be running (asynchronous
-            # dispatch): reading now would wait for it and drain the pipeline,
-            # so the read waits (up to n more steps) until it is finished.
-            self._check()
+        if self._calls - max(self._checked_at, 0) >= self.check_every_n_steps:
+            self._check(deferred=True)
         self._calls += 1
 
     def on_epoch_end(self, epoch, logs=None):
@@ -379,11 +375,20 @@ class NaNGuard(keras.callbacks.Callback):
             logs["nan_guard/skipped"] = self.skipped
             logs["nan_guard/rollbacks"] = self.rollbacks
 
-    def _check(self):
+    def _check(self, deferred=False):
         if self._checked_at == self._calls or self._model.stop_training:
             return
         self._checked_at = self._calls
-        (state,) = _backend.read_values(self._model, self._client.variables)
+        # In the middle of an epoch a check looks at the counters requested at
+        # the previous check (on JAX, copied then without waiting; the counters
+        # only grow, so nothing is missed, only seen n steps later); elsewhere
+        # and at an epoch's end (fit has waited for its steps) it reads them now.
+        variables = self._client.variables
+        handle = self._requested if deferred and self._requested is not None else None
+        if handle is None:
+            handle = _backend.request_values(self._model, variables)
+        self._requested = _backend.request_values(self._model, variables) if deferred else None
+        (state,) = _backend.fetch_values(handle)
         if self._reference_loss is None:
             self._reference_loss = self._running_loss()
         self.skipped = int(state[SKIPPED])
@@ -438,6 +443,7 @@ class NaNGuard(keras.callbacks.Callback):
         reset[SKIPPED] = state[SKIPPED]
         self._client._streak = 0
         _backend.write_values(self._model, self._client.variables, [reset])
+        self._requested = None  # counters from before the rollback
         if self.rollbacks >= self.max_retries:
             self._model.stop_training = True
             self.report = dict(event, rollbacks=self.rollbacks)
