@@ -187,10 +187,11 @@ class NaNGuard(keras.callbacks.Callback):
             Defaults to 0.5.
         max_retries: Rollbacks before training is stopped, >= 0. Defaults to 3.
         check_every_n_steps: Read the counters every n steps, >= 1 (on JAX,
-            the first step after that whose predecessor has finished, at
-            most n steps later: a read never waits for a running step).
-            Defaults to 10: a bad state is acted on at most 10 (JAX: 20)
-            steps late (skipped steps change nothing meanwhile).
+            whose steps run asynchronously, the counters requested at the
+            previous check, copied then without waiting: a read never waits
+            for a running step). Defaults to 10: a bad state is acted on at
+            most 10 (JAX: 20) steps late (skipped steps change nothing
+            meanwhile).
         snapshot_every_n_steps: Take a snapshot (when everything is finite)
             every n steps, >= 1 (at the first check after n steps). Defaults
             to 100. One is also taken when training begins.
