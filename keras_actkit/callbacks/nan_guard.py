@@ -188,8 +188,8 @@ class NaNGuard(keras.callbacks.Callback):
         max_retries: Rollbacks before training is stopped, >= 0. Defaults to 3.
         check_every_n_steps: Read the counters every n steps, >= 1 (on JAX,
             whose steps run asynchronously, the counters requested at the
-            previous check, copied then without waiting: a read never waits
-            for a running step). Defaults to 10: a bad state is acted on at
+            previous check, copied then without waiting: a read does not
+            wait for the newest step or drain the queue of dispatched steps). Defaults to 10: a bad state is acted on at
             most 10 (JAX: 20) steps late (skipped steps change nothing
             meanwhile).
         snapshot_every_n_steps: Take a snapshot (when everything is finite)
