@@ -12,12 +12,13 @@ package and never branch on the backend themselves.
   live in the trainer's state, not in the variables).
 - `write_values(model, variables, values)`: assign them so that the next step
   of a running `fit` starts from them.
-- `request_values(model, variables)`: a handle on the variables' current
-  values, for `fetch_values(handle)` to turn into numpy arrays later. On JAX,
-  whose steps run asynchronously, the request starts a copy of the running
-  values and returns without waiting, and the fetch, a few steps later, finds
-  it done instead of waiting for the running step (which drains the pipeline
-  of dispatched steps); elsewhere the fetch reads the variables then.
+- `request_values(model, variables)`: a fetch, a function returning the
+  variables' values as numpy arrays when called. On JAX, whose steps run
+  asynchronously, the request starts a copy of the running values and returns
+  without waiting, and the fetch, called a few steps later, returns the values
+  of the request's time, finding the copy done instead of waiting for the
+  running step (which drains the pipeline of dispatched steps); elsewhere the
+  fetch reads the variables when it is called.
 - `all_finite(tensors)`: one scalar boolean tensor, true when every element of
   every tensor is finite, from one reduction per tensor and no copy (on torch
   a Python bool: the step runs eagerly).
@@ -71,10 +72,6 @@ def write_values(model, variables, values):
 
 def request_values(model, variables):
     return _impl().request_values(model, variables)
-
-
-def fetch_values(handle):
-    return handle()
 
 
 def all_finite(tensors):

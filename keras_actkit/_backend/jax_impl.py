@@ -8,6 +8,7 @@ variables; reads take them from there, writes sync the state back first so the
 next step picks up the new values.
 """
 
+import functools
 import weakref
 
 import numpy as np
@@ -106,7 +107,12 @@ def _live_values(model, variables):
     return out
 
 
-_COPY = []  # the jitted copy, made on first use
+@functools.cache
+def _copy():
+    import jax
+    import jax.numpy as jnp
+
+    return jax.jit(lambda values: [jnp.copy(v) for v in values])
 
 
 def request_values(model, variables):
@@ -118,14 +124,9 @@ def request_values(model, variables):
     a few steps later finds it done, where reading the newest values waits
     for the step still running and drains the pipeline of dispatched steps.
     """
-    if not _COPY:
-        import jax
-        import jax.numpy as jnp
-
-        _COPY.append(jax.jit(lambda values: [jnp.copy(v) for v in values]))
     values = [variable.value if value is None else value
               for variable, value in zip(variables, _live_values(model, variables))]
-    copies = _COPY[0](values)
+    copies = _copy()(values)
     return lambda: [np.array(c) for c in copies]
 
 

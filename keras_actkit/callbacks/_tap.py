@@ -80,10 +80,14 @@ class StepContext:
             elif self.eager:
                 self._finite = _backend.all_finite(self.grads)
             else:
-                # One reduction per gradient, shared with `first_non_finite`.
-                self._terms = finite_terms(self.grads)
-                self._finite = finite_of(self._terms)
+                self._finite = finite_of(self._finite_terms())
         return self._finite
+
+    def _finite_terms(self):
+        # One reduction per gradient, shared by `finite` and `first_non_finite` (traced steps).
+        if self._terms is None:
+            self._terms = finite_terms(self.grads)
+        return self._terms
 
     @property
     def first_non_finite(self):
@@ -95,8 +99,7 @@ class StepContext:
             return next(i for i, g in enumerate(self.grads) if not bool(ops.all(ops.isfinite(g))))
         if not self.grads:
             return ops.convert_to_tensor(0, "int32")
-        self.finite  # noqa: B018 - computes the per-gradient terms
-        return ops.argmin(ops.cast(ops.isfinite(ops.stack(self._terms)), "int32"))
+        return ops.argmin(ops.cast(ops.isfinite(ops.stack(self._finite_terms())), "int32"))
 
     @property
     def is_update(self):

@@ -216,7 +216,6 @@ class GradientNormLogger(keras.callbacks.Callback):
         self.layer_sizes = np.array([sizes[k] for k in layers], "float64")
         self._client = _NormClient(self.every_n_steps, layers, layer_by_variable)
         self._tap = _tap.attach(self._model, self._client)
-        self._client.sync(self._model)
         self._seen, self._calls, self._lost_warned = 0, 0, False
         self._read_every = max(1, ROWS // 2 * self.every_n_steps)
 
@@ -224,7 +223,7 @@ class GradientNormLogger(keras.callbacks.Callback):
         self._epoch_records = []
         self._epoch = epoch
         if self._client is not None:
-            self._client.sync(self._model)
+            self._client.sync(self._model)  # before the epoch's first step: its counter, once per epoch
 
     # Reads happen before a step, never after one: a batch-end hook would make
     # Keras give up asynchronous dispatch for every callback (costly on JAX).

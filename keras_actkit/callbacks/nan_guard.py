@@ -189,9 +189,9 @@ class NaNGuard(keras.callbacks.Callback):
         check_every_n_steps: Read the counters every n steps, >= 1 (on JAX,
             whose steps run asynchronously, the counters requested at the
             previous check, copied then without waiting: a read does not
-            wait for the newest step or drain the queue of dispatched steps). Defaults to 10: a bad state is acted on at
-            most 10 (JAX: 20) steps late (skipped steps change nothing
-            meanwhile).
+            wait for the newest step or drain the queue of dispatched
+            steps). Defaults to 10: a bad state is acted on at most 10
+            (JAX: 20) steps late (skipped steps change nothing meanwhile).
         snapshot_every_n_steps: Take a snapshot (when everything is finite)
             every n steps, >= 1 (at the first check after n steps). Defaults
             to 100. One is also taken when training begins.
@@ -296,7 +296,7 @@ class NaNGuard(keras.callbacks.Callback):
         self._tap = _tap.attach(self._model, self._client)
         self._variables = self._tracked()
         self._calls, self._seen_skipped, self._epoch, self._checked_at = 0, 0, 0, -1
-        self._requested = None  # counters requested at the last check, fetched at the next one
+        self._requested = None  # fetch of the counters requested at the last check, called at the next one
         self._schedule = None
         self._reference_loss = None  # running loss when the snapshot was taken (the first check's, first)
         self._patch_loss_tracker()
@@ -384,12 +384,12 @@ class NaNGuard(keras.callbacks.Callback):
         # the previous check (on JAX, copied then without waiting; the counters
         # only grow, so nothing is missed, only seen n steps later); elsewhere
         # and at an epoch's end (fit has waited for its steps) it reads them now.
-        variables = self._client.variables
-        handle = self._requested if deferred and self._requested is not None else None
-        if handle is None:
-            handle = _backend.request_values(self._model, variables)
-        self._requested = _backend.request_values(self._model, variables) if deferred else None
-        (state,) = _backend.fetch_values(handle)
+        fetch = _backend.request_values(self._model, self._client.variables)
+        if deferred:
+            fetch, self._requested = self._requested or fetch, fetch
+        else:
+            self._requested = None
+        (state,) = fetch()
         if self._reference_loss is None:
             self._reference_loss = self._running_loss()
         self.skipped = int(state[SKIPPED])
