@@ -163,6 +163,17 @@ def test_probe_is_captured_from_training_and_the_step_is_unwrapped(rng):
     assert model.train_function is original
 
 
+@pytest.mark.parametrize("samples, expected", [(2048, 128), (512, 64), (8192, 256), (40, 40)])
+def test_default_probe_is_a_sixteenth_of_an_epoch_within_64_to_256(rng, samples, expected):
+    x = rng.normal(size=(samples, 8)).astype("float32")
+    y = rng.integers(0, 3, samples)
+    model = mlp()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    monitor = DeadNeuronMonitor()
+    fit_quietly(model, x, y, [monitor], epochs=1, batch_size=32, shuffle=False)
+    np.testing.assert_array_equal(monitor._probe, x[:expected])
+
+
 def test_capturing_the_probe_leaves_training_unchanged(rng):
     # The captured batches still go through the step, in order: the weights equal a plain fit's.
     x = rng.normal(size=(96, 8)).astype("float32")

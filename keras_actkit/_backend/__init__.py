@@ -34,6 +34,12 @@ package and never branch on the backend themselves.
 - `make_train_function(model)`: a newly traced train function for `model`
   (`model.make_train_function(force=True)`), returned; `model.train_function`
   is left as it was.
+- `inference_function(model)`: `model`'s forward pass in inference mode,
+  compiled once (`jax.jit`, `tf.function`; torch eager under `no_grad`):
+  `fn(x)` returns the flattened outputs as numpy arrays, for `x` a structure
+  of tensors made by `keras.ops.convert_to_tensor`. It reads the variables'
+  values when called (on JAX: sync a running fit's state first). Cheaper than
+  `predict_on_batch`, which on JAX writes every variable back after the call.
 """
 
 import importlib
@@ -84,3 +90,7 @@ def global_apply(body, apply, grads, variables):
 
 def make_train_function(model):
     return _impl().make_train_function(model)
+
+
+def inference_function(model):
+    return _impl().inference_function(model)

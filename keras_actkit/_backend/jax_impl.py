@@ -11,9 +11,11 @@ next step picks up the new values.
 import functools
 import weakref
 
+import keras
 import numpy as np
 
-__all__ = ["all_finite", "apply_if", "global_apply", "make_train_function", "read_values", "request_values", "write_values"]
+__all__ = ["all_finite", "apply_if", "global_apply", "inference_function", "make_train_function", "read_values",
+           "request_values", "write_values"]
 
 from keras_actkit._backend import _common  # noqa: E402
 from keras_actkit._backend._common import all_finite, global_apply  # noqa: E402
@@ -141,3 +143,25 @@ def write_values(model, variables, values):
     model.jax_state_sync()
     for variable, value in zip(variables, values):
         variable.assign(value)
+
+
+def inference_function(model):
+    """A jitted forward pass taking the variables' values as arguments.
+
+    Inside `jax.jit` a variable's value would be a constant of the trace; under
+    a `StatelessScope` mapping each variable to an argument the trace reads the
+    values given at each call (as `stateless_call` does, without the
+    trainable/non-trainable split, which a user may change between fits).
+    """
+    import jax
+    from keras.src.backend.common.stateless_scope import StatelessScope
+
+    variables = list(model.variables)
+
+    @jax.jit
+    def run(values, x):
+        with StatelessScope(state_mapping=list(zip(variables, values))):
+            return keras.tree.flatten(model(x, training=False))
+
+    return lambda x: [np.asarray(out) for out in run([v.value for v in variables], x)]
+

@@ -1,12 +1,14 @@
 """TensorFlow: `tf.cond` around the update, as Keras's LossScaleOptimizer does;
 under a `tf.distribute` strategy, in cross-replica context (as it does too)."""
 
+import keras
 import tensorflow as tf
 
 from keras_actkit._backend import _common
 from keras_actkit._backend._common import all_finite, make_train_function, read_values, request_values, write_values
 
-__all__ = ["all_finite", "apply_if", "global_apply", "make_train_function", "read_values", "request_values", "write_values"]
+__all__ = ["all_finite", "apply_if", "global_apply", "inference_function", "make_train_function", "read_values",
+           "request_values", "write_values"]
 
 
 def apply_if(condition, apply_fn, variables, otherwise=None):
@@ -46,3 +48,9 @@ def global_apply(body, apply, grads, variables):
         body(seen, update, replicated=True)
 
     context.merge_call(cross_replica, args=(grads, variables))
+
+
+def inference_function(model):
+    # Variables are read when the graph runs; one trace per input signature.
+    run = tf.function(lambda x: keras.tree.flatten(model(x, training=False)), reduce_retracing=True)
+    return lambda x: [out.numpy() for out in run(x)]

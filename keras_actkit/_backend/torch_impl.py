@@ -2,11 +2,13 @@
 
 import math
 
+import keras
 import torch
 
 from keras_actkit._backend._common import global_apply, make_train_function, read_values, request_values, write_values
 
-__all__ = ["all_finite", "apply_if", "global_apply", "make_train_function", "read_values", "request_values", "write_values"]
+__all__ = ["all_finite", "apply_if", "global_apply", "inference_function", "make_train_function", "read_values",
+           "request_values", "write_values"]
 
 
 def all_finite(tensors):
@@ -25,3 +27,12 @@ def apply_if(condition, apply_fn, variables, otherwise=None):
         apply_fn()
     elif otherwise is not None:
         otherwise()
+
+
+def inference_function(model):
+    def run(x):
+        with torch.no_grad():
+            outputs = keras.tree.flatten(model(x, training=False))
+        return [out.detach().cpu().numpy() for out in outputs]
+
+    return run
