@@ -229,8 +229,10 @@ class DeadNeuronMonitor(keras.callbacks.Callback):
     samples when that is fewer (at least 64): a forward pass costs about a
     third of a training step per sample, so a check per epoch then costs at
     most ~2% of the epoch's compute. A smaller probe sees fewer inputs: a
-    unit active on a few inputs only is more often taken for dead. Writes `dead_fraction/<layer>` (or `saturated_fraction/<layer>`)
-    into `logs`, warns once per layer when a fraction exceeds `threshold`,
+    unit active on a few inputs only is more often taken for dead.
+
+    Writes `dead_fraction/<layer>` (or `saturated_fraction/<layer>`) into
+    `logs`, warns once per layer when a fraction exceeds `threshold`,
     naming the remedy, and keeps `.history`: per layer the fraction at each
     check, `still_dead` (units dead at this check and the one before) and
     `revived`; `.dead_units` holds the last check's boolean mask per layer.

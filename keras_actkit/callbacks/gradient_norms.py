@@ -215,7 +215,6 @@ class GradientNormLogger(keras.callbacks.Callback):
             self._records = []
         self.layers = layers
         self.layer_sizes = np.array([sizes[k] for k in layers], "float64")
-        self._root_sizes = np.sqrt(self.layer_sizes)
         self._client = _NormClient(self.every_n_steps, layers, layer_by_variable)
         self._tap = _tap.attach(self._model, self._client)
         self._seen, self._calls, self._lost_warned = 0, 0, False
@@ -282,7 +281,7 @@ class GradientNormLogger(keras.callbacks.Callback):
         start = len(self._records)
         self._records.extend(block)
         self._epoch_records.extend(block[:, 1:])
-        self._diagnose(start)
+        self._diagnose(start, block)
         if self.verbose:
             for row in block:
                 logger.info("GradientNormLogger step %d: global %.3g", int(row[0]), row[1])
@@ -316,15 +315,15 @@ class GradientNormLogger(keras.callbacks.Callback):
             out[f"update_ratio/{name}"] = float(record[1 + n + i])
         return out
 
-    def _diagnose(self, start):
-        """Check the records from index `start` on; warn at the first that explodes or vanishes.
+    def _diagnose(self, start, fresh):
+        """Check the new records `fresh` (from index `start` of the records on); warn at the first
+        that explodes or vanishes.
 
         Per read, not per record, and plain Python where the arrays are tiny:
         on a small model a numpy call costs more than its arithmetic.
         """
-        if len(self._warned) == 2 or start >= len(self._records):
+        if len(self._warned) == 2 or not len(fresh):
             return
-        fresh = self._records[start:]
         found = []
         if "exploding" not in self._warned:
             index = self._first_exploding(start)
@@ -333,7 +332,7 @@ class GradientNormLogger(keras.callbacks.Callback):
         n = len(self.layers)
         if "vanishing" not in self._warned and n >= 2:
             third = max(1, n // 3)
-            rms = np.stack(fresh)[:, 2: 2 + n] / self._root_sizes
+            rms = fresh[:, 2: 2 + n] / np.sqrt(self.layer_sizes)
             with np.errstate(divide="ignore", invalid="ignore"):
                 logs = np.log(np.maximum(rms, 1e-300))
                 log_ratio = logs[:, :third].mean(axis=1) - logs[:, -third:].mean(axis=1)
