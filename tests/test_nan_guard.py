@@ -88,6 +88,33 @@ def test_skipped_step_is_exactly_a_step_that_never_happened(optimizer, poison):
     np.testing.assert_allclose(history.history["loss"], clean.history["loss"], rtol=1e-5)
 
 
+def test_skipped_step_under_gradient_accumulation_is_a_batch_that_never_happened():
+    # The skipped micro-step leaves the accumulators and the step counter as
+    # they were: the next batch takes its place in the window.
+    x, y = _regression()
+    bad_x = x.copy()
+    bad_x[17, 2] = np.nan  # batch 2 of 8
+
+    def compiled():
+        model = _mlp()
+        model.set_weights(initial)
+        model.compile(keras.optimizers.Adam(0.01, gradient_accumulation_steps=2), "mse")
+        return model
+
+    initial = _mlp().get_weights()
+    guarded, guard = compiled(), NaNGuard()
+    _, said = _quiet_fit(guarded, bad_x, y, batch_size=8, epochs=3, callbacks=[guard])
+    assert guard.skipped == 3 and guard.rollbacks == 0 and said == []
+    keep = np.r_[0:16, 24:64]
+    reference = compiled()
+    reference.fit(x[keep], y[keep], batch_size=8, epochs=3, verbose=0, shuffle=False)
+    ours = _values(guarded) + [keras.ops.convert_to_numpy(v.value) for v in guarded.optimizer.variables]
+    theirs = _values(reference) + [keras.ops.convert_to_numpy(v.value) for v in reference.optimizer.variables]
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_nan_batch_poisoning_batchnorm_statistics_rolls_back():
     x, y = _regression()
     x[17, 2] = np.nan  # BatchNormalization first: the NaN reaches its moving statistics in the forward pass

@@ -47,10 +47,19 @@ def apply_if(condition, apply_fn, variables, otherwise=None):
     if otherwise is not None:
         raise NotImplementedError("apply_if(otherwise=...) on JAX: the skip branch of a traced step must be pure.")
     import jax
-    from keras.src.backend.common.stateless_scope import StatelessScope
+    from keras.src.backend.common.stateless_scope import StatelessScope, get_stateless_scope
+
+    # The step's other values (the optimizer's stateless_apply maps every
+    # optimizer variable, the tap's too), readable inside the branch: under
+    # gradient accumulation Keras's JAX optimizer reads all its variables.
+    # Only `variables` come out of the branch.
+    outer = get_stateless_scope()
+    others = {} if outer is None else dict(outer.state_mapping)
 
     def run(values):
         with StatelessScope(state_mapping=list(zip(variables, values))) as scope:
+            for key, value in others.items():
+                scope.state_mapping.setdefault(key, value)
             apply_fn()
         out = []
         for variable, value in zip(variables, values):
