@@ -101,6 +101,26 @@ def test_gradient_accumulation_records_every_nth_update():
     assert np.all(np.isfinite(logger.history["norms"])) and np.all(logger.history["norms"] > 0)
 
 
+def test_gradient_accumulation_next_to_the_guard_decides_in_graph():
+    # A skipped micro-step shifts the accumulation windows away from the host's
+    # count of calls: the logger must then decide in-graph which calls update.
+    x, y = _data(n=64)
+    x[16, 0] = np.nan  # batch 2, the first micro-step of the second window
+    model = _model()
+    model.compile(keras.optimizers.Adam(0.01, gradient_accumulation_steps=2), "sparse_categorical_crossentropy")
+    logger, guard = GradientNormLogger(every_n_steps=1), ak.callbacks.NaNGuard()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[logger, guard])
+    assert guard.skipped == 1
+    # Batches 0-1 update (step 0); batch 2 is skipped, so batches 3-4, then 5-6
+    # make the next windows (steps 1, 2); batch 7 starts a window it cannot
+    # finish. Counting calls, the host would have picked batches 1, 3, 5, 7:
+    # only batch 1 is an update among them.
+    np.testing.assert_array_equal(logger.history["step"], [0, 1, 2])
+    assert np.all(np.isfinite(logger.history["norms"]))
+
+
 def test_gradient_accumulation_logs_the_window_mean():
     x, y = _data(n=16)
     model = _model()
@@ -294,10 +314,13 @@ def test_all_three_callbacks_in_one_fit():
     history = model.fit(bad, y, batch_size=8, epochs=2, shuffle=False, verbose=0, callbacks=[monitor, logger, guard])
     assert guard.skipped == 2
     assert len(monitor.history["step"]) == 2 and "dead_fraction/prelu" in history.history
-    # Batch 1 of each epoch is skipped and does not advance the optimizer step,
-    # so epoch 2's skipped batch (step 8, NaN) and its successor (step 8 again) are both recorded.
-    np.testing.assert_array_equal(logger.history["step"], [0, 2, 4, 6, 8, 8, 10, 12])
-    assert np.isnan(logger.history["global"][4]) and np.isfinite(logger.history["global"][5])
+    # Next to the guard the logger records every 2nd batch, counted from the
+    # optimizer step at the epoch's start (0, then 7), and each record keeps
+    # the step it was made at. Batch 1 of each epoch is skipped and does not
+    # advance the step: epoch 1 records batches 0, 2, 4, 6 = steps 0, 1, 3, 5;
+    # epoch 2 batches 1 (the skipped one, step 8, NaN), 3, 5, 7 = steps 8, 9, 11, 13.
+    np.testing.assert_array_equal(logger.history["step"], [0, 1, 3, 5, 8, 9, 11, 13])
+    assert np.isnan(logger.history["global"][4]) and np.all(np.isfinite(np.delete(logger.history["global"], 4)))
     assert "apply" not in model.optimizer.__dict__
 
 

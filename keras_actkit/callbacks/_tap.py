@@ -21,8 +21,10 @@ again, and the model's own train function is put back for plain fits.
 A client that works only on some steps (`GradientNormLogger`, every n-th)
 says so on the host before each call (`idle_next_call`); the call then runs a
 variant of the step traced without that client, so the other steps carry none
-of its in-graph cost (not next to a guard, whose skipped steps the host cannot
-foresee).
+of its in-graph cost. The host's word is then final (`host_decides`): the
+client's traced step works on every call it takes part in. Next to a guard,
+whose skipped steps do not advance the optimizer's counter, only clients that
+can count calls instead of steps idle (`may_idle_beside_guard`).
 """
 
 import sys
@@ -213,11 +215,15 @@ class _Tap:
         self._guards = any(client.guards for client in self.clients)
         self._optimizer_state = self.without_tap(self.optimizer.variables)
         self._idle = ()
-        # Clients that may sit out a call; not next to a guard, whose skipped
-        # steps leave the optimizer's step counter behind the host's count.
-        self._may_idle = [] if self._guards else [i for i, c in enumerate(self.clients) if c.may_idle]
+        # Clients that may sit out a call. Next to a guard, whose skipped steps
+        # leave the optimizer's step counter behind the host's count of calls,
+        # only those that can go by the count of calls.
+        self._may_idle = [i for i, c in enumerate(self.clients)
+                          if c.may_idle and (not self._guards or c.may_idle_beside_guard)]
+        for i, client in enumerate(self.clients):
+            client.host_decides = i in self._may_idle  # read when the step is traced
         model = self.model()
-        key = tuple(c.signature for c in self.clients)
+        key = tuple((c.signature, c.host_decides) for c in self.clients)
         function = self.functions.get(key)
         if function is None:
             # Every variant is built now, before fit hands the variables' values
@@ -335,6 +341,8 @@ class TapClient:
 
     guards = False
     may_idle = False  # whether `idle_next_call` can say True
+    may_idle_beside_guard = False  # ... also next to a guard (going by calls, not optimizer steps)
+    host_decides = False  # set by the tap: calls this client takes part in are its working calls
     variables = ()
     signature = None
 
@@ -348,7 +356,9 @@ class TapClient:
         """Host side, once before each call of the train function: True when
         this client has no work in that call's step(s). The call then runs a
         variant of the step traced without it (each variant is traced once), so
-        a client that works every n-th step costs nothing in-graph on the others."""
+        a client that works every n-th step costs nothing in-graph on the others.
+        Asked only when `host_decides` is set, and then final: the step traced
+        with this client must do its work on every call it runs in."""
         return False
 
     def before_apply(self, context):

@@ -27,10 +27,17 @@ class _NormClient(_tap.TapClient):
     waits for the host.
     """
 
-    may_idle = True  # the host foresees recorded steps (see `idle_next_call`)
-
-    def __init__(self, every_n_steps, layers, layer_by_variable):
+    def __init__(self, every_n_steps, layers, layer_by_variable, model):
         self.every_n_steps = every_n_steps
+        optimizer = _tap.innermost(model.optimizer)
+        # The host picks the recorded calls (see `idle_next_call`) when every
+        # call makes one step: not with several steps per call, nor inside a
+        # LossScaleOptimizer, which skips steps of its own. Next to NaNGuard,
+        # whose skipped steps do not advance the optimizer's counter, it counts
+        # calls (the record keeps the optimizer step it was made at); not under
+        # gradient accumulation, whose update steps a skip would shift.
+        self.may_idle = getattr(model, "steps_per_execution", 1) == 1 and optimizer is model.optimizer
+        self.may_idle_beside_guard = self.may_idle and not optimizer.gradient_accumulation_steps
         self.layers = layers
         self.layer_by_variable = layer_by_variable  # id(variable) -> layer index
         self.signature = ("grad_norms", every_n_steps, tuple(layers), tuple(sorted(layer_by_variable.items())))
@@ -40,21 +47,16 @@ class _NormClient(_tap.TapClient):
 
     def sync(self, model):
         """Count steps on the host from the optimizer's counter (read now, between steps)."""
-        optimizer = _tap.innermost(model.optimizer)
-        if getattr(model, "steps_per_execution", 1) != 1 or optimizer is not model.optimizer:
-            # Several steps per call, or a LossScaleOptimizer that skips steps
-            # of its own: the step decides in-graph, in every call.
-            self.schedule = None
+        if not self.host_decides:
             return
+        optimizer = _tap.innermost(model.optimizer)
         (iterations,) = _backend.read_values(model, [optimizer._iterations])
         self.schedule = [int(iterations), optimizer.gradient_accumulation_steps or 0]
 
     def idle_next_call(self):
-        # The in-graph condition stays in the recording variant; this only
-        # predicts it, exactly while every call makes one step (no guard or
-        # LossScaleOptimizer skipping steps: then this is not asked).
-        if self.schedule is None:
-            return False
+        # Every call is one step, counted from the optimizer's counter at the
+        # epoch's start (without a guard the count is exact; next to one, a
+        # skipped step still counts as a call).
         micro, accumulation = self.schedule
         self.schedule[0] += 1
         if accumulation:
@@ -68,13 +70,16 @@ class _NormClient(_tap.TapClient):
 
     def before_apply(self, context):
         ops = keras.ops
-        if context.eager:
+        if self.host_decides:
+            # The host chose this call; under accumulation, on its update step.
+            is_log = context.is_update if context.accumulation else True
+        elif context.eager:
             is_log = context.is_update and context.step % self.every_n_steps == 0
-            if not is_log:
-                self._pending = None
-                return
         else:
             is_log = ops.logical_and(context.is_update, ops.equal(context.step % self.every_n_steps, 0))
+        if context.eager and not is_log:
+            self._pending = None
+            return
         # Reads that happen now, before the update (tf.identity / a torch clone;
         # free in JAX): the weights, and the accumulators the update resets.
         before = [ops.copy(v.value) for v in context.variables]
@@ -117,10 +122,10 @@ class _NormClient(_tap.TapClient):
             new = ops.where(target, ops.reshape(record, (1, self.width)), old)
             return ops.where(header, ops.full((ROWS + 1, self.width), count + 1.0), new)
 
-        # Only on recorded steps (a conditional in the compiled step): a
-        # reduction per variable, and every op on TensorFlow's CPU graph
-        # executor, costs more in dispatch than in arithmetic.
-        buffer.assign(updated() if context.eager else ops.cond(is_log, updated, lambda: old))
+        # Only on recorded steps (a conditional in the compiled step, unless
+        # the host chose the call): a reduction per variable, and every op on
+        # TensorFlow's CPU graph executor, costs more in dispatch than in arithmetic.
+        buffer.assign(updated() if context.eager or is_log is True else ops.cond(is_log, updated, lambda: old))
 
 
 class GradientNormLogger(keras.callbacks.Callback):
@@ -135,6 +140,10 @@ class GradientNormLogger(keras.callbacks.Callback):
     the L2 norm of the gradient and the update ratio ‖Δw‖/‖w‖ of that step, and
     the global norm, into an in-graph ring buffer; the host reads it every
     32 records and at each epoch's end, so no training step waits for it.
+    Next to `NaNGuard`, whose skipped steps do not advance the optimizer's
+    step, it records every n-th batch counted from the step at the epoch's
+    start (a record keeps the step it was made at), so that the batches in
+    between run without it.
     Every record is in `.history` with its optimizer step; the epoch `logs`
     get the epoch's mean (so `History`, `CSVLogger` and `TensorBoard` record
     them): `grad_norm/<layer>`, `grad_norm/global`, `update_ratio/<layer>`.
@@ -145,7 +154,8 @@ class GradientNormLogger(keras.callbacks.Callback):
     times the median of its last `window` records), naming the layers.
 
     Args:
-        every_n_steps: Record every n-th optimizer step, >= 1. Defaults to 10.
+        every_n_steps: Record every n-th optimizer step (next to NaNGuard:
+            every n-th batch), >= 1. Defaults to 10.
         vanishing_ratio: In (0, 1). Defaults to 1e-3.
         exploding_factor: > 1. Defaults to 10.
         window: Records the exploding test compares with, >= 2. Defaults to 20.
@@ -215,7 +225,9 @@ class GradientNormLogger(keras.callbacks.Callback):
             self._records = []
         self.layers = layers
         self.layer_sizes = np.array([sizes[k] for k in layers], "float64")
-        self._client = _NormClient(self.every_n_steps, layers, layer_by_variable)
+        if getattr(self._model, "optimizer", None) is None:
+            raise ValueError("GradientNormLogger needs a compiled model (model.optimizer is None).")
+        self._client = _NormClient(self.every_n_steps, layers, layer_by_variable, self._model)
         self._tap = _tap.attach(self._model, self._client)
         self._seen, self._calls, self._lost_warned = 0, 0, False
         self._read_every = max(1, ROWS // 2 * self.every_n_steps)
