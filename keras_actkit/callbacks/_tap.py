@@ -290,10 +290,13 @@ class _Tap:
         def body(seen, update, replicated=False):
             # `seen`: the gradients the update uses (summed over replicas under a
             # tf.distribute strategy, where this runs in cross-replica context).
-            pairs = [(g, v) for g, v in zip(seen, trainable_variables) if g is not None]
-            context = StepContext(optimizer, [g for g, _ in pairs], [v for _, v in pairs], replicated)
             # Read while the step is traced (each variant of the step once), or on every eager step.
             clients = [c for i, c in enumerate(self.clients) if i not in self._idle]
+            if not clients and not self._guards:
+                update()  # every client sits this call out (torch: ~25 us of bookkeeping per step saved)
+                return
+            pairs = [(g, v) for g, v in zip(seen, trainable_variables) if g is not None]
+            context = StepContext(optimizer, [g for g, _ in pairs], [v for _, v in pairs], replicated)
             for client in clients:
                 client.before_apply(context)
             if self._guards:
