@@ -47,7 +47,7 @@ class _NormClient(_tap.TapClient):
 
     def sync(self, model):
         """Count steps on the host from the optimizer's counter (read now, between steps)."""
-        if not self.host_decides:
+        if not self.may_idle:
             return
         optimizer = _tap.innermost(model.optimizer)
         (iterations,) = _backend.read_values(model, [optimizer._iterations])
@@ -229,6 +229,9 @@ class GradientNormLogger(keras.callbacks.Callback):
             raise ValueError("GradientNormLogger needs a compiled model (model.optimizer is None).")
         self._client = _NormClient(self.every_n_steps, layers, layer_by_variable, self._model)
         self._tap = _tap.attach(self._model, self._client)
+        # Again at each epoch's start; this one serves steps run before any epoch
+        # (train_on_batch with the callback started by hand, as benchmarks/bench_step_cost.py does).
+        self._client.sync(self._model)
         self._seen, self._calls, self._lost_warned = 0, 0, False
         self._read_every = max(1, ROWS // 2 * self.every_n_steps)
 
