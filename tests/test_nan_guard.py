@@ -94,6 +94,7 @@ def test_skipped_step_under_gradient_accumulation_is_a_batch_that_never_happened
     x, y = _regression()
     bad_x = x.copy()
     bad_x[17, 2] = np.nan  # batch 2 of 8
+    initial = _mlp().get_weights()
 
     def compiled():
         model = _mlp()
@@ -101,7 +102,6 @@ def test_skipped_step_under_gradient_accumulation_is_a_batch_that_never_happened
         model.compile(keras.optimizers.Adam(0.01, gradient_accumulation_steps=2), "mse")
         return model
 
-    initial = _mlp().get_weights()
     guarded, guard = compiled(), NaNGuard()
     _, said = _quiet_fit(guarded, bad_x, y, batch_size=8, epochs=3, callbacks=[guard])
     assert guard.skipped == 3 and guard.rollbacks == 0 and said == []

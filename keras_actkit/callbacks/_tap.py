@@ -105,9 +105,9 @@ class StepContext:
 
     @property
     def is_update(self):
-        """True on calls that change the weights (every call without gradient accumulation)."""
+        """True on calls that change the weights: a Python True on every call without gradient accumulation."""
         if not self.accumulation:
-            return True if self.eager else keras.ops.convert_to_tensor(True)
+            return True
         if self.eager:
             return (self.raw_iteration + 1) % self.accumulation == 0
         return keras.ops.equal((self.raw_iteration + 1) % self.accumulation, 0)

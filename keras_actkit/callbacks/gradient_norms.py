@@ -71,8 +71,8 @@ class _NormClient(_tap.TapClient):
     def before_apply(self, context):
         ops = keras.ops
         if self.host_decides:
-            # The host chose this call; under accumulation, on its update step.
-            is_log = context.is_update if context.accumulation else True
+            # The host chose this call (under accumulation, checked to be an update step).
+            is_log = context.is_update
         elif context.eager:
             is_log = context.is_update and context.step % self.every_n_steps == 0
         else:
