@@ -1,0 +1,157 @@
+"""Argument checks: one policy for the whole package.
+
+Every public constructor and function checks its arguments with these helpers
+when it is called, so a bad value fails at once, not in the middle of `fit`.
+The policy:
+
+- numpy scalars are accepted wherever Python numbers are (`np.float32(1e-5)`,
+  `np.int64(10)`), and returned as Python numbers;
+- `bool` is not a number and not an integer (`True` is rejected where an
+  integer is expected), and strings are never converted;
+- numbers must be finite;
+- the error is a `TypeError` for a value of the wrong type and a `ValueError`
+  for a value of the right type out of range; its message names the argument,
+  the value received and what is accepted.
+"""
+
+import numbers
+import os
+
+import numpy as np
+
+
+def _fail(error, name, value, accepted):
+    raise error(f"`{name}` must be {accepted}; received {name}={value!r}.")
+
+
+def _bounds_text(minimum, maximum, min_inclusive, max_inclusive):
+    parts = []
+    if minimum is not None:
+        parts.append(f"{'>=' if min_inclusive else '>'} {minimum}")
+    if maximum is not None:
+        parts.append(f"{'<=' if max_inclusive else '<'} {maximum}")
+    return " and ".join(parts)
+
+
+def _in_bounds(value, minimum, maximum, min_inclusive, max_inclusive):
+    if minimum is not None and (value < minimum if min_inclusive else value <= minimum):
+        return False
+    if maximum is not None and (value > maximum if max_inclusive else value >= maximum):
+        return False
+    return True
+
+
+def is_integer(value):
+    """True for Python and numpy integers, False for `bool` and everything else."""
+    return isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def is_number(value):
+    """True for Python and numpy real numbers, False for `bool` and everything else."""
+    return isinstance(value, (numbers.Real, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def integer(name, value, minimum=None, maximum=None, allow_none=False):
+    """`value` as a Python int, checked against the inclusive bounds given."""
+    if value is None and allow_none:
+        return None
+    accepted = "an integer" + (" or None" if allow_none else "")
+    bounds = _bounds_text(minimum, maximum, True, True)
+    if bounds:
+        accepted = f"an integer {bounds}" + (" or None" if allow_none else "")
+    if not is_integer(value):
+        _fail(TypeError, name, value, accepted)
+    value = int(value)
+    if not _in_bounds(value, minimum, maximum, True, True):
+        _fail(ValueError, name, value, accepted)
+    return value
+
+
+def number(name, value, minimum=None, maximum=None, min_inclusive=True, max_inclusive=True, allow_none=False):
+    """`value` as a finite Python float, checked against the bounds given."""
+    if value is None and allow_none:
+        return None
+    bounds = _bounds_text(minimum, maximum, min_inclusive, max_inclusive)
+    accepted = "a finite number" + (f" {bounds}" if bounds else "") + (" or None" if allow_none else "")
+    if not is_number(value):
+        _fail(TypeError, name, value, accepted)
+    value = float(value)
+    if not np.isfinite(value) or not _in_bounds(value, minimum, maximum, min_inclusive, max_inclusive):
+        _fail(ValueError, name, value, accepted)
+    return value
+
+
+def boolean(name, value):
+    """`value` as a Python bool; only `True`, `False` and numpy booleans are accepted."""
+    if not isinstance(value, (bool, np.bool_)):
+        _fail(TypeError, name, value, "True or False")
+    return bool(value)
+
+
+def one_of(name, value, choices):
+    """`value` itself, when it is one of `choices` (compared with `==`, strings exactly)."""
+    if not any(type(value) is type(choice) and value == choice for choice in choices):
+        listed = ", ".join(repr(choice) for choice in choices)
+        _fail(ValueError, name, value, f"one of {listed}")
+    return value
+
+
+def seed(name, value):
+    """A seed: None or a non-negative integer."""
+    return integer(name, value, minimum=0, allow_none=True)
+
+
+def writable_file(name, value, allow_none=False):
+    """A path whose directory exists now, so that writing it later during `fit` cannot fail for that."""
+    if value is None and allow_none:
+        return None
+    accepted = "a path (str or os.PathLike) in an existing directory" + (" or None" if allow_none else "")
+    if not isinstance(value, (str, os.PathLike)):
+        _fail(TypeError, name, value, accepted)
+    directory = os.path.dirname(os.path.abspath(os.fspath(value)))
+    if not os.path.isdir(directory):
+        raise ValueError(
+            f"`{name}` must be {accepted}; received {name}={value!r}, whose directory {directory!r} does not "
+            "exist. Create it first (os.makedirs) or pass another path."
+        )
+    if not os.access(directory, os.W_OK):
+        raise ValueError(f"`{name}` must be a path in a writable directory; {directory!r} is not writable.")
+    return value
+
+
+def writable_directory(name, value, allow_none=False):
+    """A directory that exists and is writable, or can be created (its nearest existing parent is writable)."""
+    if value is None and allow_none:
+        return None
+    accepted = "a directory path (str or os.PathLike)" + (" or None" if allow_none else "")
+    if not isinstance(value, (str, os.PathLike)):
+        _fail(TypeError, name, value, accepted)
+    path = os.path.abspath(os.fspath(value))
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK):
+        raise ValueError(
+            f"`{name}` must be a directory that exists or can be created; received {name}={value!r}, "
+            f"and {existing!r} is not a writable directory."
+        )
+    return value
+
+
+def finite_array(name, value, allow_none=False):
+    """`value` as a non-empty numpy array of finite numbers (each array of a structure is checked)."""
+    if value is None and allow_none:
+        return None
+    import keras
+
+    leaves = keras.tree.flatten(value)
+    if not leaves:
+        _fail(ValueError, name, value, "non-empty array data")
+    for leaf in leaves:
+        array = np.asarray(leaf)
+        if array.size == 0 or (array.ndim and array.shape[0] == 0):
+            raise ValueError(f"`{name}` must hold at least one sample; received an array of shape {array.shape}.")
+        if np.issubdtype(array.dtype, np.number) and not np.all(np.isfinite(array)):
+            bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+            raise ValueError(f"`{name}` must be finite; received an array with {bad} NaN or infinite value(s).")
+    return value
