@@ -9,6 +9,8 @@ after divergence, end the curve.
 
 import numpy as np
 
+from keras_actkit import _validation
+
 
 def smooth(losses, beta=0.9):
     """Exponential moving average with bias correction (as in Adam).
@@ -17,6 +19,7 @@ def smooth(losses, beta=0.9):
     so the first points are not dragged towards zero. A non-finite loss makes
     every later point non-finite: the curve ends there.
     """
+    beta = _validation.number("beta", beta)
     if not 0.0 <= beta < 1.0:
         raise ValueError(f"`beta` must lie in [0, 1). Received: beta={beta!r}")
     losses = np.asarray(losses, dtype="float64")
@@ -35,6 +38,7 @@ def running_median(lrs, losses, half_width=0.5):
     does (at 100 steps over 8 decades, beta=0.98 lags by about 4 decades), and
     a median, so one exploding batch does not drag the curve.
     """
+    half_width = _validation.number("half_width", half_width, minimum=0.0)
     lrs, losses = np.asarray(lrs, dtype="float64"), np.asarray(losses, dtype="float64")
     x = np.log10(lrs)
     low = np.searchsorted(x, x - half_width - 1e-12, side="left")
@@ -46,8 +50,11 @@ def _finite(lrs, losses):
     lrs, losses = np.asarray(lrs, dtype="float64"), np.asarray(losses, dtype="float64")
     if lrs.shape != losses.shape or lrs.ndim != 1:
         raise ValueError(f"`lrs` and `losses` must be 1-D and of one length. Received shapes {lrs.shape} and {losses.shape}")
-    bad = np.flatnonzero(~(np.isfinite(losses) & np.isfinite(lrs) & (lrs > 0)))
-    end = bad[0] if bad.size else lrs.size  # the curve ends at its first bad point
+    if not np.all(np.isfinite(lrs) & (lrs > 0)) or np.any(np.diff(lrs) <= 0):
+        raise ValueError("`lrs` must be finite, > 0 and strictly increasing (the ladder of a range test); "
+                         f"received lrs={lrs!r}.")
+    bad = np.flatnonzero(~np.isfinite(losses))
+    end = bad[0] if bad.size else lrs.size  # the curve ends at its first non-finite loss
     return lrs[:end], losses[:end]
 
 
@@ -62,6 +69,7 @@ def minimum_over(lrs, losses, divisor=10.0, beta=0.98):
     As fastai computes it: bias-corrected average with `beta=0.98`, the first
     10% and last 5 points dropped.
     """
+    divisor = _validation.number("divisor", divisor, minimum=0.0, min_inclusive=False)
     lrs, losses = _finite(lrs, losses)
     lrs, smoothed = _trim(lrs, smooth(losses, beta), lrs.size // 10, 5)
     if lrs.size == 0:
@@ -112,6 +120,7 @@ def onset(lrs, losses, fraction=0.2, half_width=0.5):
     already learns steadily, where the fall begins.
     Returns None when the loss never falls.
     """
+    fraction = _validation.number("fraction", fraction)
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"`fraction` must lie in (0, 1). Received: fraction={fraction!r}")
     lrs, losses = _finite(lrs, losses)
@@ -143,6 +152,28 @@ def onset_or_valley(lrs, losses):
         return None
     second = valley(lrs, losses)
     return first if second is None else max(first, second)
+
+
+def rose(lrs, losses, fraction=0.5, tolerance=0.1, half_width=0.5):
+    """Whether the loss clearly rose after its lowest point: the test went past the best LR.
+
+    On the centred running median (`half_width` decades), the rise from the
+    lowest point to the end must reach `fraction` of the larger of the fall
+    before it (from the median of the first tenth) and `tolerance` times the
+    lowest loss's magnitude, so noise on a flat curve is no rise. A range test
+    stopped by its step budget whose curve rose has bracketed the minimum,
+    divergence threshold reached or not.
+    """
+    fraction = _validation.number("fraction", fraction, minimum=0.0, min_inclusive=False)
+    tolerance = _validation.number("tolerance", tolerance, minimum=0.0)
+    lrs, losses = _finite(lrs, losses)
+    if lrs.size < 3:
+        return False
+    median = running_median(lrs, losses, half_width)
+    lowest = float(np.min(median))
+    start = float(np.median(losses[: max(lrs.size // 10, 3)]))
+    rise = float(median[-1]) - lowest
+    return bool(rise > 0 and rise >= fraction * max(start - lowest, tolerance * abs(lowest)))
 
 
 RULES = {

@@ -41,9 +41,9 @@ _MARK = "_keras_actkit_tap"
 
 
 def innermost(optimizer):
-    while getattr(optimizer, "inner_optimizer", None) is not None:
-        optimizer = optimizer.inner_optimizer
-    return optimizer
+    from keras_actkit._training_state import innermost_optimizer
+
+    return innermost_optimizer(optimizer)
 
 
 def layer_key(variable):

@@ -1,3 +1,5 @@
+"""LRFinder and find_lr: the learning-rate range test, which leaves the model exactly as it was."""
+
 import dataclasses
 import logging
 import math
@@ -6,36 +8,12 @@ import warnings
 import keras
 import numpy as np
 
-from keras_actkit import lr_suggestions
+from keras_actkit import _backend, _keras_internals, _training_state, _validation, lr_suggestions
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_RULE = "max(onset, valley)"
 MODES = ("exponential", "linear")
-
-
-def _base_optimizer(model):
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is None:
-        raise ValueError("LRFinder needs a compiled model: call model.compile(optimizer, loss) first.")
-    # LossScaleOptimizer (mixed precision) keeps the learning rate inside.
-    return getattr(optimizer, "inner_optimizer", optimizer)
-
-
-class _Ladder(keras.optimizers.schedules.LearningRateSchedule):
-    """The range test's LRs, indexed by the optimizer's step counter in-graph,
-    so every backend uses exactly the recorded float32 values."""
-
-    def __init__(self, lrs, first_step):
-        self.lrs = np.asarray(lrs, dtype="float32")
-        self.first_step = int(first_step)
-
-    def __call__(self, step):
-        index = keras.ops.clip(keras.ops.cast(step, "int32") - self.first_step, 0, len(self.lrs) - 1)
-        return keras.ops.take(keras.ops.convert_to_tensor(self.lrs), index)
-
-    def get_config(self):
-        return {"lrs": self.lrs.tolist(), "first_step": self.first_step}
 
 
 def lr_ladder(start_lr, end_lr, num_steps, mode):
@@ -61,8 +39,8 @@ class LRFinderResult:
         suggestions: Every rule's suggestion by name (`"max(onset, valley)"`,
             `"onset"`, `"minimum/10"`, `"valley"`, `"steepest"`; see
             `keras_actkit.lr_suggestions`).
-        stop_reason: `"diverged"`, `"non-finite loss"`, `"end reached"` or
-            `"data exhausted"`.
+        stop_reason: `"diverged"`, `"non-finite loss"`, `"non-finite weights"`,
+            `"end reached"` or `"data exhausted"`.
     """
 
     lrs: np.ndarray
@@ -83,17 +61,20 @@ class LRFinderResult:
         }
 
     def apply(self, model, rule=None):
-        """Set `model`'s optimizer learning rate to a suggestion; returns it."""
-        lr = self.suggestion if rule is None else self.suggestions[rule]
+        """Set `model`'s optimizer learning rate to a suggestion and return it.
+
+        Args:
+            model: The compiled model (its optimizer must hold a constant
+                learning rate, not a schedule).
+            rule: A key of `suggestions`; None (default) for `suggestion`.
+        """
+        if rule is not None:
+            _validation.one_of("rule", rule, tuple(self.suggestions))
+        lr = self.suggestions[DEFAULT_RULE if rule is None else rule]
         if lr is None:
             raise ValueError(f"No suggestion to apply (rule {rule or DEFAULT_RULE!r} found none).")
-        optimizer = _base_optimizer(model)
-        if not isinstance(optimizer._learning_rate, keras.Variable):
-            raise ValueError(
-                "The optimizer's learning rate is a schedule, not a settable value; build the "
-                f"schedule around the suggestion ({lr:.3g}) yourself."
-            )
-        optimizer.learning_rate = lr
+        _training_state.compiled_optimizer(model, "LRFinderResult.apply")
+        _training_state.set_learning_rate(model, lr)
         return lr
 
     def plot(self, ax=None):
@@ -129,15 +110,16 @@ class LRFinder(keras.callbacks.Callback):
 
     Raises the learning rate from `start_lr` to `end_lr` over `num_steps`
     training steps (exponentially by default), records the loss of every
-    batch, and stops when the loss diverges. When training ends, every model
-    variable (BatchNorm statistics included), every optimizer variable
-    (iterations, moments), the learning rate or schedule and `stop_training`
-    are restored bit for bit; the result is in `.result`.
+    batch, and stops when the loss diverges or a loss or weight turns
+    non-finite. When training ends, every model variable (BatchNorm
+    statistics included), every optimizer variable (iterations, moments, a
+    loss scale), the learning rate or schedule and `stop_training` are
+    restored bit for bit; the result is in `.result`.
 
-    Use `keras_actkit.find_lr(model, x, y)`, which also restores when
-    interrupted; used directly in `model.fit`, restoring happens in
-    `on_train_end`, which Keras skips when `fit` raises — call `.restore()`
-    in your own `finally` then.
+    Use `keras_actkit.find_lr(model, x, y)`, which also builds an unbuilt
+    model and restores when interrupted; used directly in `model.fit`,
+    restoring happens in `on_train_end`, which Keras skips when `fit` raises
+    — call `.restore()` in your own `finally` then.
 
     Args:
         start_lr: First learning rate, > 0. Defaults to 1e-7.
@@ -150,7 +132,7 @@ class LRFinder(keras.callbacks.Callback):
         diverge_threshold: Stop when the smoothed loss exceeds its best by
             this factor (on the loss's scale above its running minimum, so
             negative losses work too); `None` disables. Defaults to 4.
-            A non-finite loss always stops.
+            A non-finite loss or weight always stops.
         verbose: Log progress and the suggestion. Defaults to False.
 
     Example:
@@ -164,65 +146,55 @@ class LRFinder(keras.callbacks.Callback):
     def __init__(self, start_lr=1e-7, end_lr=10.0, num_steps=100, mode="exponential",
                  beta=0.9, diverge_threshold=4.0, verbose=False):
         super().__init__()
-        if not (isinstance(start_lr, (int, float)) and start_lr > 0 and math.isfinite(start_lr)):
-            raise ValueError(f"`start_lr` must be a finite number > 0. Received: start_lr={start_lr!r}")
-        if not (isinstance(end_lr, (int, float)) and math.isfinite(end_lr) and end_lr > start_lr):
-            raise ValueError(f"`end_lr` must be a finite number > start_lr ({start_lr}). Received: end_lr={end_lr!r}")
-        if not (isinstance(num_steps, int) and num_steps >= 5):
-            raise ValueError(f"`num_steps` must be an integer >= 5. Received: num_steps={num_steps!r}")
-        if mode not in MODES:
-            raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
-        if not 0.0 <= beta < 1.0:
-            raise ValueError(f"`beta` must lie in [0, 1). Received: beta={beta!r}")
-        if diverge_threshold is not None and not diverge_threshold > 1.0:
-            raise ValueError(f"`diverge_threshold` must be > 1 or None. Received: diverge_threshold={diverge_threshold!r}")
-        self.start_lr, self.end_lr, self.num_steps = float(start_lr), float(end_lr), num_steps
-        self.mode, self.beta, self.diverge_threshold, self.verbose = mode, beta, diverge_threshold, verbose
+        self.start_lr = _validation.number("start_lr", start_lr, minimum=0.0, min_inclusive=False)
+        self.end_lr = _validation.number("end_lr", end_lr, minimum=self.start_lr, min_inclusive=False)
+        self.num_steps = _validation.integer("num_steps", num_steps, minimum=5)
+        self.mode = _validation.one_of("mode", mode, MODES)
+        self.beta = _validation.number("beta", beta, minimum=0.0, maximum=1.0, max_inclusive=False)
+        self.diverge_threshold = _validation.number("diverge_threshold", diverge_threshold, minimum=1.0,
+                                                    min_inclusive=False, allow_none=True)
+        self.verbose = _validation.boolean("verbose", verbose)
         self.result = None
-        self._snapshot = None
+        self._saved = None
 
     # -- state ---------------------------------------------------------------
-    def _take_snapshot(self):
+    def _save(self):
         model = self.model
-        optimizer = _base_optimizer(model)
+        optimizer = _training_state.compiled_optimizer(model, "LRFinder")
+        if not _keras_internals.model_fully_built(model):
+            raise ValueError(
+                "LRFinder: the model is not built yet, so there is no state to restore. Use "
+                "keras_actkit.find_lr(model, x, y), which builds it from a batch, or call the model on a batch first.")
         if not optimizer.built:
+            # The outer optimizer: a LossScaleOptimizer's own variables too, so
+            # none is created during the test.
             optimizer.build(model.trainable_variables)
-        self._snapshot = {
-            "model": [np.array(keras.ops.convert_to_numpy(v.value)) for v in model.variables],
-            "outer_optimizer": [np.array(keras.ops.convert_to_numpy(v.value)) for v in model.optimizer.variables],
-            "learning_rate": optimizer._learning_rate,
-            "stop_training": model.stop_training,
-        }
+        self._saved = (_training_state.Snapshot(model), _training_state.LearningRate(model), model.stop_training)
 
     def restore(self):
         """Put back everything the range test changed. Safe to call twice."""
-        if self._snapshot is None:
+        if self._saved is None:
             return
-        model, snapshot = self.model, self._snapshot
-        sync = getattr(model, "jax_state_sync", None)  # JAX keeps state outside variables mid-fit
-        if sync is not None:
-            sync()
-        for variable, value in zip(model.variables, snapshot["model"]):
-            variable.assign(value)
-        for variable, value in zip(model.optimizer.variables, snapshot["outer_optimizer"]):
-            variable.assign(value)
-        _base_optimizer(model)._learning_rate = snapshot["learning_rate"]
-        model.stop_training = snapshot["stop_training"]
-        # The traced step reads the ladder: drop it so the next fit retraces.
-        model.train_function = None
-        if hasattr(model, "_jax_state"):
-            model._jax_state = None
-        self._snapshot = None
+        (variables, learning_rate, stop_training), self._saved = self._saved, None
+        try:
+            variables.restore()
+        finally:  # the schedule too when the variables fail: the ladder must never stay
+            learning_rate.restore()
+            self.model.stop_training = stop_training
+            # The traced step holds the ladder: the next fit traces again.
+            self.model.train_function = None
 
     # -- callback hooks ----------------------------------------------------
     def on_train_begin(self, logs=None):
         self.result = None
-        self._take_snapshot()
-        optimizer = _base_optimizer(self.model)
+        self._save()
+        model = self.model
         self._lrs = lr_ladder(self.start_lr, self.end_lr, self.num_steps, self.mode)
-        first_step = int(keras.ops.convert_to_numpy(optimizer.iterations))
-        optimizer._learning_rate = _Ladder(self._lrs, first_step)
-        self.model.make_train_function(force=True)
+        iterations = _training_state.innermost_optimizer(model.optimizer).iterations
+        (first_step,) = _backend.read_values(model, [iterations])
+        self._saved[1].replace(_training_state.StepSchedule(self._lrs, int(first_step)))
+        # A trace of its own (on JAX a forced remake may reuse an earlier trace, without the ladder).
+        model.train_function = _backend.make_train_function(model)
         self._losses, self._step = [], 0
         self._stop_reason = None
         self._best = math.inf
@@ -242,6 +214,10 @@ class LRFinder(keras.callbacks.Callback):
         self._step += 1
         if not math.isfinite(loss):
             return self._stop("non-finite loss")
+        # TensorFlow's crossentropy clips a NaN probability: the loss of a NaN
+        # batch can be finite while the update left NaN weights.
+        if not _training_state.all_finite(self.model, self.model.trainable_variables):
+            return self._stop("non-finite weights")
         smoothed = lr_suggestions.smooth(self._losses, self.beta)[-1]
         self._best = min(self._best, smoothed)
         if self.diverge_threshold is not None and self._step > 1 and self._diverged(smoothed):
@@ -270,15 +246,59 @@ class LRFinder(keras.callbacks.Callback):
         suggestions = lr_suggestions.all_suggestions(lrs, losses) if len(losses) >= 3 else {
             name: None for name in lr_suggestions.RULES}
         self.result = LRFinderResult(lrs, losses, smoothed, suggestions[DEFAULT_RULE], suggestions, reason)
-        if reason in ("end reached", "data exhausted"):
-            warnings.warn(
-                f"LRFinder: the loss never diverged ({reason} after {len(losses)} steps, last LR "
-                f"{lrs[-1] if len(lrs) else float('nan'):.3g}); suggestions may be too low. Raise "
-                "`end_lr` or `num_steps`, or give more data.",
-                stacklevel=2,
-            )
+        _warn_about(self.result)
         if self.verbose:
             logger.warning("LRFinder: %s after %d steps; suggestion %s", reason, len(losses), self.result.suggestion)
+
+
+def _warn_about(result):
+    """Say when the curve cannot be trusted: it never rose, or it ended in NaN before it rose."""
+    lrs, losses, reason = result.lrs, result.losses, result.stop_reason
+    if reason == "diverged" or (len(losses) >= 3 and lr_suggestions.rose(lrs, losses)):
+        return
+    last = f"{lrs[-1]:.3g}" if len(lrs) else "nan"
+    if reason.startswith("non-finite"):
+        message = (f"LRFinder: {reason} at LR {last} (step {len(losses)}) before the loss rose: the data may hold "
+                   "NaN or Inf (check with np.isfinite); the suggestions come from the steps before it.")
+    else:
+        message = (f"LRFinder: the loss never diverged ({reason} after {len(losses)} steps, last LR {last}); "
+                   "suggestions may be too low. Raise `end_lr` or `num_steps`, or give more data.")
+    warnings.warn(message, stacklevel=3)
+
+
+def _is_arrays(x, y):
+    return isinstance(x, np.ndarray) or (isinstance(x, (list, tuple, dict)) and y is not None)
+
+
+def _cut(data, keep):
+    return None if data is None else keras.tree.map_structure(lambda a: a[:keep], data)
+
+
+def _first_batch(x, y, sample_weight, batch_size):
+    """One batch of the data, and the data to fit on (a generator gets its first batch back)."""
+    if batch_size is not None:  # arrays
+        return (_cut(x, batch_size), _cut(y, batch_size), _cut(sample_weight, batch_size)), x
+    if isinstance(x, keras.utils.PyDataset):
+        return x[0], x
+    if iter(x) is x:  # a generator: what is read is gone, so put it back in front
+        first = next(x)
+        return first, _chain(first, x)
+    return next(iter(x)), x  # tf.data, torch DataLoader: iterable again
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+def _build(model, x, y, sample_weight, batch_size):
+    """Build an unbuilt model (and its optimizer) from a batch, so the snapshot holds every variable."""
+    if not _keras_internals.model_fully_built(model):
+        batch, x = _first_batch(x, y, sample_weight, batch_size)
+        _keras_internals.symbolic_build(model, batch if isinstance(batch, tuple) else (batch,))
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    return x
 
 
 def find_lr(model, x, y=None, *, batch_size=None, start_lr=1e-7, end_lr=10.0, num_steps=100,
@@ -286,19 +306,21 @@ def find_lr(model, x, y=None, *, batch_size=None, start_lr=1e-7, end_lr=10.0, nu
     """Run a learning-rate range test on `model` and return its `LRFinderResult`.
 
     The model and its optimizer are left exactly as they were (bit for bit),
-    also when the test is interrupted. Short data sets are repeated; endless
-    ones stop after `num_steps`. `x`/`y` take whatever `model.fit` takes:
-    numpy arrays, `tf.data.Dataset`, `keras.utils.PyDataset`, generators,
-    torch `DataLoader`.
+    also when the test is interrupted; a model not built yet is built from
+    the first batch first. Short data sets are repeated; endless ones stop
+    after `num_steps`. `x`/`y` take whatever `model.fit` takes: numpy arrays,
+    `tf.data.Dataset`, `keras.utils.PyDataset`, generators, torch `DataLoader`.
 
     Args:
         model: A compiled Keras model.
         x, y: Training data, as for `model.fit`.
-        batch_size: For array inputs. Defaults to 32. Arrays are cut to a
-            multiple of it, so every batch's loss is exact.
+        batch_size: For array inputs, an integer >= 1. Defaults to 32.
+            Arrays (and `sample_weight`) are cut to a multiple of it, so
+            every batch's loss is exact.
         start_lr, end_lr, num_steps, mode, beta, diverge_threshold, verbose:
             As for `LRFinder`.
-        **fit_kwargs: Passed on to `model.fit` (e.g. `class_weight`).
+        **fit_kwargs: Passed on to `model.fit` (e.g. `sample_weight`,
+            `class_weight`).
 
     Example:
     ```python
@@ -307,28 +329,30 @@ def find_lr(model, x, y=None, *, batch_size=None, start_lr=1e-7, end_lr=10.0, nu
     result.plot().savefig("lr_find.png")
     ```
     """
-    if getattr(model, "optimizer", None) is None or not getattr(model, "compiled", True):
-        raise ValueError("find_lr needs a compiled model: call model.compile(optimizer, loss) first.")
+    _training_state.compiled_optimizer(model, "find_lr")
     finder = LRFinder(start_lr, end_lr, num_steps, mode, beta, diverge_threshold, verbose)
-    arrays = isinstance(x, np.ndarray) or (isinstance(x, (list, tuple, dict)) and y is not None)
+    batch_size = _validation.integer("batch_size", batch_size, minimum=1, allow_none=True)
     kwargs = dict(fit_kwargs)
-    if arrays:
+    sample_weight = kwargs.pop("sample_weight", None)
+    if _is_arrays(x, y):
         batch_size = batch_size or 32
         n = len(keras.tree.flatten(x)[0])
         if n < batch_size:
             raise ValueError(f"find_lr needs at least one full batch: got {n} samples for batch_size={batch_size}.")
         keep = n - n % batch_size
-        x = keras.tree.map_structure(lambda a: a[:keep], x)
-        y = None if y is None else keras.tree.map_structure(lambda a: a[:keep], y)
-        epochs = math.ceil(num_steps / (keep // batch_size))
+        x, y, sample_weight = _cut(x, keep), _cut(y, keep), _cut(sample_weight, keep)
+        epochs = math.ceil(finder.num_steps / (keep // batch_size))
         kwargs.update(batch_size=batch_size, shuffle=kwargs.get("shuffle", True))
     else:
         # Generators and other endless inputs stop at num_steps by themselves;
         # finite ones are repeated by running more epochs.
-        epochs = num_steps
+        batch_size, epochs = None, finder.num_steps
+    if sample_weight is not None:
+        kwargs["sample_weight"] = sample_weight
+    x = _build(model, x, y, sample_weight, batch_size)
     callbacks = [finder] + list(kwargs.pop("callbacks", None) or [])
     try:
-        model.fit(x, y, epochs=epochs, verbose=1 if verbose else 0, callbacks=callbacks, **kwargs)
+        model.fit(x, y, epochs=epochs, verbose=1 if finder.verbose else 0, callbacks=callbacks, **kwargs)
     finally:
         finder.restore()
     return finder.result

@@ -7,7 +7,7 @@ import warnings
 import keras
 import numpy as np
 
-from keras_actkit import _backend
+from keras_actkit import _backend, _training_state
 from keras_actkit.callbacks import _tap
 
 logger = logging.getLogger("keras_actkit")
@@ -139,19 +139,6 @@ class _GuardClient(_tap.TapClient):
             self.step_finite = context.finite
 
 
-class _ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """The user's schedule times the guard's factor, for the rest of one fit."""
-
-    def __init__(self, schedule, factor):
-        self.schedule, self.factor = schedule, factor
-
-    def __call__(self, step):
-        return self.schedule(step) * self.factor
-
-    def get_config(self):  # pragma: no cover - never saved: removed in on_train_end
-        return {"factor": self.factor}
-
-
 class NaNGuard(keras.callbacks.Callback):
     """Survive NaN/Inf in training instead of dying.
 
@@ -260,16 +247,16 @@ class NaNGuard(keras.callbacks.Callback):
 
     def _snapshot(self, loss=None):
         """Take a snapshot if everything is finite; returns False (and keeps the old one) otherwise."""
-        values = _backend.read_values(self._model, self._variables)
-        if not all(np.all(np.isfinite(v)) for v in values if np.issubdtype(v.dtype, np.floating)):
+        snapshot = _training_state.Snapshot(self._model, self._variables)
+        if not snapshot.all_finite():
             return False
-        self._good = values
+        self._good = snapshot
         self._good_step = self._calls
         if loss is not None and np.isfinite(loss):
             self._reference_loss = float(loss)
         if self.snapshot_path is not None:
             tmp = f"{self.snapshot_path}.tmp.npz"
-            np.savez(tmp, **{f"{i:05d}": v for i, v in enumerate(values)})
+            np.savez(tmp, **{f"{i:05d}": v for i, v in enumerate(snapshot.values)})
             os.replace(tmp, self.snapshot_path)
         return True
 
@@ -281,8 +268,8 @@ class NaNGuard(keras.callbacks.Callback):
         if not self._snapshot(loss):
             self._rollback("the weights or non-trainable state are not finite", state)
 
-    def _restore(self):
-        _backend.write_values(self._model, self._variables, self._good)
+    def _restore(self, keep=()):
+        self._good.restore(keep)
 
     def _all_finite(self, variables):
         return all(np.all(np.isfinite(v)) for v in _backend.read_values(self._model, variables)
@@ -297,7 +284,6 @@ class NaNGuard(keras.callbacks.Callback):
         self._variables = self._tracked()
         self._calls, self._seen_skipped, self._epoch, self._checked_at = 0, 0, 0, -1
         self._requested = None  # fetch of the counters requested at the last check, called at the next one
-        self._schedule = None
         self._reference_loss = None  # running loss when the snapshot was taken (the first check's, first)
         self._patch_loss_tracker()
         if not self._snapshot():
@@ -433,13 +419,8 @@ class NaNGuard(keras.callbacks.Callback):
         # ones in use. The LR is lowered from where it is; the step counter goes
         # on, as in large-model practice (restart from a good state, skip the
         # bad batches), so a schedule moves past a spike instead of replaying it.
-        keep = [_tap.innermost(self._model.optimizer)._iterations]
-        lr_variable = self._lr_variable()
-        if lr_variable is not None:
-            keep.append(lr_variable)
-        current = _backend.read_values(self._model, keep)
-        self._restore()
-        _backend.write_values(self._model, keep, current)
+        self._restore(keep=[_training_state.innermost_optimizer(self._model.optimizer).iterations,
+                            _training_state.learning_rate_variable(self._model.optimizer)])
         reset = self._client.initial_values()[0]
         reset[SKIPPED] = state[SKIPPED]
         self._client._streak = 0
@@ -470,30 +451,15 @@ class NaNGuard(keras.callbacks.Callback):
     def _lower_lr(self):
         if self.lr_factor == 1:
             return 1.0
-        inner = _tap.innermost(self._model.optimizer)
-        current = inner._learning_rate
-        if isinstance(current, keras.optimizers.schedules.LearningRateSchedule):
-            if isinstance(current, _ScaledSchedule):
-                current.factor *= self.lr_factor
-            else:
-                self._schedule = current
-                inner._learning_rate = _ScaledSchedule(current, self.lr_factor)
-            # The factor is a constant of the traced step: trace again.
-            self._tap.functions.clear()
-            self._tap._select_function()
-            return inner._learning_rate.factor
-        variable = self._lr_variable()
-        if variable is None:
+        factor, retrace = _training_state.scale_learning_rate(self._model, self.lr_factor)
+        if factor is None:
             warnings.warn("NaNGuard: the optimizer's learning rate is neither a variable nor a schedule; "
                           "it was not lowered.", stacklevel=3)
             return 1.0
-        (value,) = _backend.read_values(self._model, [variable])
-        _backend.write_values(self._model, [variable], [value * self.lr_factor])
-        return self.lr_factor
-
-    def _lr_variable(self):
-        current = _tap.innermost(self._model.optimizer)._learning_rate
-        return current if isinstance(current, keras.Variable) else None
+        if retrace:  # the factor is a constant of the traced step
+            self._tap.functions.clear()
+            self._tap._select_function()
+        return factor
 
     def _detach(self):
         self._restore_schedule()
@@ -507,11 +473,8 @@ class NaNGuard(keras.callbacks.Callback):
         self._unpatch_loss_tracker()
 
     def _restore_schedule(self):
-        if self._schedule is not None:
-            inner = _tap.innermost(self._model.optimizer)
-            factor = inner._learning_rate.factor
-            inner._learning_rate = self._schedule
-            self._schedule = None
+        factor = _training_state.unscale_learning_rate(self._model)
+        if factor is not None:
             if self._tap is not None:
                 self._tap.functions.clear()  # traced with the scaled schedule
             logger.info("NaNGuard: the learning-rate schedule is restored; the factor %g applied during fit only.",
