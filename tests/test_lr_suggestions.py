@@ -137,3 +137,57 @@ def test_no_divergence_still_suggests():
     for name, rule in rules.RULES.items():
         value = rule(LRS, falling)
         assert value is not None and LRS[0] <= value <= LRS[-1], name
+
+
+# -- rose: when "the loss never diverged" must not be said -----------------------------------
+
+def test_rose_on_a_curve_that_bottoms_out_and_climbs_back():
+    # Parabola in log-LR with its minimum at 1e-3 (loss 1.0) and 2.0 at both ends when centred:
+    # falls by ~1.6, rises by ~1.6 again: clearly past the best LR.
+    losses = noisy_parabola(center=-3.0, noise=0.01)
+    assert rules.rose(LRS, losses)
+    # Stopped just after the minimum: the rise is noise only.
+    bottom = int(np.argmin(losses)) + 3
+    assert not rules.rose(LRS[:bottom], losses[:bottom])
+
+
+def test_rose_is_false_on_flat_and_falling_curves():
+    rng = np.random.default_rng(1)
+    assert not rules.rose(LRS, 2.3 + rng.normal(0, 0.01, 100))  # flat: noise is no rise
+    assert not rules.rose(LRS, np.linspace(2.3, 0.5, 100) + rng.normal(0, 0.01, 100))  # still falling
+
+
+def test_rose_threshold_is_half_the_fall():
+    # Falls from 2 to 1 over the first 80 points, then climbs to 1 + rise: rose when rise >= 0.5 * 1.
+    head = np.linspace(2.0, 1.0, 80)
+    for rise, expected in ((0.4, False), (0.6, True)):
+        assert rules.rose(LRS, np.concatenate([head, np.linspace(1.0, 1.0 + rise, 20)])) is expected, rise
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+def test_divisor_must_be_positive():
+    losses = noisy_parabola()
+    for divisor in (0, -10.0):
+        with pytest.raises(ValueError, match=f"`divisor`.*divisor={divisor!r}"):
+            rules.minimum_over(LRS, losses, divisor=divisor)
+    with pytest.raises(TypeError, match="`divisor`"):
+        rules.minimum_over(LRS, losses, divisor="10")
+
+
+@pytest.mark.parametrize("name", sorted(rules.RULES))
+def test_every_rule_refuses_lrs_that_do_not_increase(name):
+    losses = noisy_parabola()
+    with pytest.raises(ValueError, match="`lrs`.*strictly increasing"):
+        rules.RULES[name](LRS[::-1], losses)
+
+
+def test_numpy_scalars_are_accepted_and_strings_and_bools_are_not():
+    losses = noisy_parabola()
+    assert rules.minimum_over(LRS, losses, divisor=np.int64(10), beta=np.float32(0.0)) == \
+        rules.minimum_over(LRS, losses, divisor=10.0, beta=0.0)
+    assert rules.onset(LRS, losses, fraction=np.float32(0.25)) == rules.onset(LRS, losses, fraction=0.25)
+    with pytest.raises(TypeError, match="`beta`"):
+        rules.smooth(losses, beta="0.9")
+    with pytest.raises(TypeError, match="`fraction`"):
+        rules.onset(LRS, losses, fraction=True)
