@@ -83,19 +83,26 @@ def test_bitwise_restore_and_reproducible_fit_afterwards():
     np.testing.assert_allclose(history, reference_history, rtol=1e-6)
 
 
+class Boom(keras.callbacks.Callback):
+    """Another callback raising in the middle of the range test."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == self.at:
+            raise RuntimeError("interrupted")
+
+
 def test_restore_after_training_state_and_when_interrupted():
     x, y = data()
     model = classifier(keras.optimizers.SGD(0.01, momentum=0.9))
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # non-zero moments and BN statistics
     before = state(model)
 
-    class Boom(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if batch == 4:
-                raise RuntimeError("interrupted")
-
     with pytest.raises(RuntimeError, match="interrupted"):
-        ak.find_lr(model, x, y, batch_size=16, num_steps=30, callbacks=[Boom()])
+        ak.find_lr(model, x, y, batch_size=16, num_steps=30, callbacks=[Boom(4)])
     assert_same_state(before, model)
     ak.find_lr(model, x, y, batch_size=16, num_steps=30)
     assert_same_state(before, model)
@@ -361,13 +368,8 @@ def test_interrupted_by_another_callback_restores_schedule_and_state_exactly():
     reference.optimizer.set_weights([keras.ops.convert_to_numpy(v) for v in model.optimizer.variables])
     before = state(model)
 
-    class Boom(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if batch == 3:
-                raise RuntimeError("interrupted")
-
     with pytest.raises(RuntimeError, match="interrupted"):
-        ak.find_lr(model, x, y, batch_size=16, num_steps=30, callbacks=[Boom()])
+        ak.find_lr(model, x, y, batch_size=16, num_steps=30, callbacks=[Boom(3)])
     assert_same_state(before, model)
     assert _keras_internals.learning_rate_object(model.optimizer) is schedule
     assert not model.stop_training
