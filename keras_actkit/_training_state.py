@@ -11,8 +11,19 @@ What `LRFinder` and `NaNGuard` both need, in one place:
   the middle of a JAX `fit`, where the running values live in the trainer's
   state (through `_backend.read_values` / `write_values`);
 - the learning rate, constant or schedule: `LearningRate` (record and put
-  back), `scale_learning_rate` / `unscale_learning_rate` (a factor for the
-  rest of a fit), `StepSchedule` (one exact value per optimizer step).
+  back), `set_learning_rate`, `scale_learning_rate` / `unscale_learning_rate`
+  (a factor for the rest of a fit), `StepSchedule` (one exact value per
+  optimizer step).
+
+Example:
+```python
+snapshot = Snapshot(model)              # every model and optimizer variable
+learning_rate = LearningRate(model)     # the variable's value or the schedule object
+learning_rate.replace(StepSchedule(lrs, first_step=0))
+model.fit(x, y)
+snapshot.restore()                      # bit for bit, also from inside a JAX fit
+learning_rate.restore()
+```
 """
 
 import keras
@@ -61,6 +72,10 @@ def _floating(values):
 
 class Snapshot:
     """The values of `variables` now, restorable bit for bit into the same variable objects.
+
+    The values are read when the snapshot is made (the running values in the
+    middle of a JAX `fit`), and `restore` writes them so that the next step of
+    a running `fit` starts from them.
 
     Args:
         model: The model the variables belong to (its trainer holds the
@@ -119,7 +134,11 @@ def set_learning_rate(model, value):
 
 
 class LearningRate:
-    """The learning rate in use now (the variable's value, or the schedule object), to put back later."""
+    """The learning rate in use now (the variable's value, or the schedule object), to put back later.
+
+    Args:
+        model: A compiled model; the innermost optimizer's learning rate is recorded.
+    """
 
     def __init__(self, model):
         self.model = model
@@ -155,8 +174,12 @@ class ScaledSchedule(LearningRateSchedule):
 class StepSchedule(LearningRateSchedule):
     """One learning rate per optimizer step from `first_step` on, the last one held after the end.
 
-    The values are indexed by the step counter in the traced step, so every
-    backend uses exactly the float32 values given.
+    `lr(step) = values[clip(step - first_step, 0, len(values) - 1)]`, indexed
+    in the traced step, so every backend uses exactly the float32 values given.
+
+    Args:
+        values: The learning rates, one per step.
+        first_step: The optimizer step (`iterations`) that uses `values[0]`.
     """
 
     def __init__(self, values, first_step):
@@ -177,6 +200,10 @@ def scale_learning_rate(model, factor):
     A variable is multiplied in place (also mid-fit on JAX). A schedule is
     wrapped in a `ScaledSchedule` (or its factor multiplied); the traced step
     holds the factor as a constant, so the caller must trace it again.
+
+    Args:
+        model: A compiled model.
+        factor: The multiplier (e.g. 0.5).
 
     Returns:
         `(total_factor, retrace)`: the factor now applied to the schedule (or

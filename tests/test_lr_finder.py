@@ -358,24 +358,14 @@ def test_no_never_diverged_warning_on_a_curve_that_rose():
 def test_interrupted_by_another_callback_restores_schedule_and_state_exactly():
     x, y = data()
     schedule = keras.optimizers.schedules.ExponentialDecay(1e-2, 10, 0.9)
-    keras.utils.set_random_seed(4)
-    reference = classifier(keras.optimizers.SGD(schedule, momentum=0.9))
-    reference.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
     model = classifier(keras.optimizers.SGD(schedule, momentum=0.9))
-    model.set_weights(reference.get_weights())
-    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
-    reference.set_weights(model.get_weights())  # after the same epoch: moments and iterations too
-    reference.optimizer.set_weights([keras.ops.convert_to_numpy(v) for v in model.optimizer.variables])
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # moments, BN statistics, iterations
     before = state(model)
-
     with pytest.raises(RuntimeError, match="interrupted"):
         ak.find_lr(model, x, y, batch_size=16, num_steps=30, callbacks=[Boom(3)])
     assert_same_state(before, model)
     assert _keras_internals.learning_rate_object(model.optimizer) is schedule
     assert not model.stop_training
-    for m in (reference, model):
-        m.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
-    assert_same_state(state(reference), model)
 
 
 # -- bad input -----------------------------------------------------------------------------

@@ -177,3 +177,31 @@ def test_set_learning_rate_refuses_a_schedule():
     model = model_with_state(keras.optimizers.SGD(keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)))
     with pytest.raises(ValueError, match="schedule"):
         _training_state.set_learning_rate(model, 0.01)
+
+
+# -- the Keras internals this module relies on (each names the attribute when a release moves it) ----
+
+def test_keras_internals_learning_rate_object():
+    optimizer = keras.optimizers.SGD(0.1)
+    assert isinstance(getattr(optimizer, "_learning_rate", None), keras.Variable), \
+        "Keras moved `optimizer._learning_rate` (keras_actkit._keras_internals.learning_rate_object)"
+    variable = _keras_internals.learning_rate_object(optimizer)
+    schedule = _training_state.StepSchedule([0.5], 0)
+    _keras_internals.put_learning_rate_object(optimizer, schedule)
+    assert float(keras.ops.convert_to_numpy(optimizer.learning_rate)) == 0.5
+    _keras_internals.put_learning_rate_object(optimizer, variable)
+    assert float(keras.ops.convert_to_numpy(optimizer.learning_rate)) == pytest.approx(0.1)
+
+
+def test_keras_internals_build_helpers():
+    model = keras.Sequential([keras.layers.Dense(3), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.Adam(), "mse")
+    assert hasattr(model, "_flatten_layers"), \
+        "Keras moved `Model._flatten_layers` (keras_actkit._keras_internals.model_fully_built)"
+    assert hasattr(model, "_symbolic_build"), \
+        "Keras moved `Trainer._symbolic_build` (keras_actkit._keras_internals.symbolic_build)"
+    assert not _keras_internals.model_fully_built(model)
+    _keras_internals.symbolic_build(model, (np.zeros((4, 5), "float32"), np.zeros((4, 2), "float32")))
+    assert _keras_internals.model_fully_built(model)
+    assert [tuple(v.shape) for v in model.trainable_variables] == [(5, 3), (3,), (3, 2), (2,)]
+    assert model.optimizer.built
