@@ -70,6 +70,17 @@ def val_loss(data, make_optimizer, lr, seed, epochs):
     return loss if math.isfinite(loss) else math.inf
 
 
+def tally_warning(tally, result, caught):
+    """Count the 'never diverged' warnings, and those on curves that clearly rose (judged independently)."""
+    warned = any("never diverged" in str(w.message) for w in caught)
+    finite = result.losses[np.isfinite(result.losses)]
+    curve = np.convolve(finite, np.ones(9) / 9, mode="valid") if finite.size >= 9 else finite
+    risen = curve.size > 0 and curve[-1] >= 1.2 * curve.min()
+    tally["tests"] += 1
+    tally["warned"] += warned
+    tally["warned_risen"] += warned and risen
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=["digits", "wine", "breast_cancer"], default="digits")
@@ -79,7 +90,7 @@ def main():
     seeds, epochs, grid = ([0], 1, GRID[::3]) if args.quick else ([0, 1, 2], 5, GRID)
     data = {s: load(args.dataset, s) for s in seeds}
 
-    rows, dump = {}, {}
+    rows, dump, tally = {}, {}, {"tests": 0, "warned": 0, "warned_risen": 0}
     for opt_name, make_optimizer in OPTIMIZERS.items():
         grid_loss = {lr: statistics.mean(val_loss(data[s], make_optimizer, lr, s, epochs) for s in seeds) for lr in grid}
         best_lr = min(grid_loss, key=grid_loss.get)
@@ -88,9 +99,10 @@ def main():
             (x, y), _ = data[s]
             # The range test runs at an arbitrary LR's optimizer: it is overridden.
             model = model_for(x.shape[1], int(y.max()) + 1, make_optimizer(1e-3), s)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
                 result = ak.find_lr(model, x, y, batch_size=32)
+            tally_warning(tally, result, caught)
             dump.setdefault(opt_name, {"grid": dict(grid_loss), "curves": []})["curves"].append(
                 {"lrs": result.lrs.tolist(), "losses": result.losses.tolist()})
             for rule, lr in result.suggestions.items():
@@ -102,6 +114,8 @@ def main():
             rows.setdefault(rule, {})[opt_name] = (score, lrs)
         rows.setdefault("(grid best)", {})[opt_name] = (1.0, f"{best_lr:.2g}")
 
+    print(f"\n'never diverged' warnings: {tally['warned']} of {tally['tests']} range tests, "
+          f"{tally['warned_risen']} of them on curves that rose (9-point moving average ending >= 1.2x its minimum)")
     print("\nMean validation loss over the grid:")
     for opt_name, entry in dump.items():
         print(f"  {opt_name}: " + ", ".join(f"{float(lr):.2g}: {loss:.3g}" for lr, loss in entry["grid"].items()))

@@ -395,3 +395,18 @@ def test_apply_an_unknown_rule_names_it_and_the_accepted_ones():
     result = ak.find_lr(model, *data(), batch_size=16, num_steps=10)
     with pytest.raises(ValueError, match=r"`rule`.*'max\(onset, valley\)'.*'steepest'.*rule='bogus'"):
         result.apply(model, rule="bogus")
+
+
+def test_unbuilt_model_fed_by_a_generator_loses_no_batch_to_the_build():
+    """The batch read to build the model is the first one trained on: the first loss recorded is
+    that batch's loss at the initial weights (which the restore puts back)."""
+    x, y = data(96)
+    model = keras.Sequential([keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = ak.find_lr(model, batches(x, y), num_steps=6)
+    assert len(model.optimizer.variables) == 2 + len(model.trainable_variables)  # iterations, lr, momenta
+    first, second = (model.evaluate(x[i:i + 16], y[i:i + 16], verbose=0) for i in (0, 16))
+    assert abs(first - second) > 1e-3  # the two batches are told apart
+    np.testing.assert_allclose(result.losses[0], first, rtol=1e-5)

@@ -177,8 +177,9 @@ def _warn_about(result):
         return
     last = f"{lrs[-1]:.3g}" if len(lrs) else "nan"
     if reason.startswith("non-finite"):
-        message = (f"LRFinder: {reason} at LR {last} (step {len(losses)}) before the loss rose: the data may hold "
-                   "NaN or Inf (check with np.isfinite); the suggestions come from the steps before it.")
+        message = (f"LRFinder: {reason} at LR {last} (step {len(losses)}) before the loss rose: either that LR "
+                   "is already far too high or the data hold NaN or Inf (check with np.isfinite); the suggestions "
+                   "come from the steps before it.")
     else:
         message = (f"LRFinder: the loss never diverged ({reason} after {len(losses)} steps, last LR {last}); "
                    "suggestions may be too low. Raise `end_lr` or `num_steps`, or give more data.")
@@ -214,7 +215,7 @@ def _build(model, x, y, sample_weight, batch_size):
     """Build an unbuilt model (and its optimizer) from a batch, so the snapshot holds every variable."""
     if not _keras_internals.model_fully_built(model):
         batch, x = _first_batch(x, y, sample_weight, batch_size)
-        _keras_internals.symbolic_build(model, batch if isinstance(batch, tuple) else (batch,))
+        _keras_internals.symbolic_build(model, batch if isinstance(batch, (tuple, list)) else (batch,))
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     return x
