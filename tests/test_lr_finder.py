@@ -8,6 +8,7 @@ import pytest
 import keras_actkit as ak
 from keras_actkit import _keras_internals, _training_state
 from keras_actkit.callbacks.lr_finder import lr_ladder
+from conftest import only_backends
 
 HAS_TF = importlib.util.find_spec("tensorflow") is not None
 HAS_TORCH = importlib.util.find_spec("torch") is not None
@@ -410,3 +411,14 @@ def test_unbuilt_model_fed_by_a_generator_loses_no_batch_to_the_build():
     first, second = (model.evaluate(x[i:i + 16], y[i:i + 16], verbose=0) for i in (0, 16))
     assert abs(first - second) > 1e-3  # the two batches are told apart
     np.testing.assert_allclose(result.losses[0], first, rtol=1e-5)
+
+
+@only_backends("tensorflow")
+def test_callback_on_a_model_tensorflow_has_not_built_says_to_use_find_lr():
+    """TensorFlow builds a model without `Input` only in its first traced step, after `on_train_begin`:
+    there is nothing to snapshot then, so the callback refuses instead of restoring nothing."""
+    x, y = data(32)
+    model = keras.Sequential([keras.layers.Dense(2)])
+    model.compile(keras.optimizers.SGD(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with pytest.raises(ValueError, match="not built.*find_lr"):
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[ak.callbacks.LRFinder(num_steps=5)])
