@@ -228,6 +228,7 @@ class _Tap:
                         for idle in _subsets(self._may_idle)}
             function = self.functions[key] = self._dispatcher(variants, list(self.carried))
         model.train_function = function
+        self._call_patches = self._patches(model)
 
     def abort_all(self):
         """Remove every client: the fit they belong to ended by an exception."""
@@ -251,7 +252,7 @@ class _Tap:
             # left out of it: a variant of the step traced without them runs.
             tap._idle = tuple(i for i in tap._may_idle if tap.clients[i].idle_next_call())
             try:
-                with _keras_internals.patched(tap._patches(model)):
+                with _keras_internals.patched(tap._call_patches):
                     return _backend.call_train_function(variants[tap._idle], args, carried)
             except BaseException:
                 tap.abort_all()  # an error inside fit skips on_train_end

@@ -166,21 +166,31 @@ class NaNGuard(keras.callbacks.Callback):
     `tf.distribute` strategy the check is on the whole batch's gradient, so
     every replica skips the same steps.
 
+    A skipped step leaves every variable as it was, also the state the
+    forward pass wrote before the decision (BatchNormalization's moving
+    statistics), and its batch out of `logs["loss"]`: one NaN row costs one
+    batch. An epoch whose every step was skipped logs `loss` NaN.
+
     Every `check_every_n_steps` steps (before the next step starts, so no
     step waits for it) and at each epoch's end, the guard reads its counters.
-    It rolls back to the last good snapshot (weights, non-trainable state such
-    as BatchNormalization's moving statistics, optimizer variables; the step
-    counter goes on, so a schedule moves past a spike) when the weights are
-    not finite, when a skipped step left non-finite non-trainable
-    state (a NaN batch poisons the moving statistics in the forward pass even
-    though the update was skipped), or after `patience` non-finite steps in a
-    row; it then multiplies the learning rate by `lr_factor` (a schedule is
-    scaled for the rest of the fit) and goes on
-    (`logs["nan_guard/rollbacks"]`). Past `max_retries` rollbacks it restores
-    the snapshot, stops training and leaves a report in `.report`. Snapshots
-    are taken only of a finite state whose running loss is below 10x the loss
-    at the previous snapshot (weights on their way to overflow are not a good
-    state). Whatever happens, the weights left after `fit` are finite.
+    It rolls back to the last good snapshot (weights, non-trainable state,
+    optimizer variables; the step counter goes on, so a schedule moves past a
+    spike) when the weights or the state are not finite or after `patience`
+    non-finite steps in a row, and goes on (`logs["nan_guard/rollbacks"]`).
+    The learning rate changes only for divergence: non-finite weights or
+    state, a running loss 10x the snapshot's, or skipped steps on batches
+    without a NaN/Inf (the weights make the step overflow); it is then
+    multiplied by `lr_factor` (a schedule is scaled for the rest of the fit).
+    A data fault, steps skipped because their batches hold a NaN/Inf while
+    the weights stay finite, never changes it. Each rollback is in `.events`
+    with its `cause` ("data" or "divergence"). Past `max_retries` rollbacks
+    it restores the snapshot and stops training. After a fit in which
+    something was skipped, `.report` says what: `cause`, `stopped`, `skipped`,
+    `skipped_on_bad_data`, `rollbacks` (and the last event's fields when
+    training was stopped); None when nothing was. Snapshots are taken only of
+    a finite state whose running loss is below 10x the loss at the previous
+    snapshot (weights on their way to overflow are not a good state).
+    Whatever happens, the weights left after `fit` are finite.
 
     Args:
         patience: Non-finite steps in a row that trigger a rollback, >= 1.
