@@ -5,8 +5,10 @@ squared error), SGD with momentum, 30 epochs, in five runs: clean; one
 training row set to NaN, with Keras's `TerminateOnNaN` and with `NaNGuard`;
 and a learning-rate spike (x10,000 for 5 steps in epoch 10, which overflows the
 weights), with each. Prints a table (epochs completed, fraction of weights
-that are NaN/Inf at the end, validation R², steps skipped, rollbacks) and
-saves the loss curves as a PNG.
+that are NaN/Inf at the end, validation R², steps skipped, rollbacks, and
+what NaNGuard's `.report` calls the cause: "data" for the NaN row, whose
+skipped steps never change the learning rate, "divergence" for the spike)
+and saves the loss curves as a PNG.
 
     python examples/nan_recovery.py [--quick] [--out DIR]
 """
@@ -81,6 +83,7 @@ def run(label, x, y, val, learning_rate, guard, epochs, seed):
     return {
         "label": label, "epochs": len(history.history["loss"]), "broken": broken, "r2": r2,
         "skipped": getattr(callback, "skipped", "-"), "rollbacks": getattr(callback, "rollbacks", "-"),
+        "cause": (getattr(callback, "report", None) or {}).get("cause", "-"),
         "loss": history.history["loss"],
     }
 
@@ -104,11 +107,11 @@ def main():
         run("LR spike + TerminateOnNaN", x, y, val, spike, False, epochs, args.seed),
         run("LR spike + NaNGuard", x, y, val, spike, True, epochs, args.seed),
     ]
-    print("\n| run | epochs completed | weights NaN/Inf | val R² | skipped | rollbacks |")
-    print("|---|---|---|---|---|---|")
+    print("\n| run | epochs completed | weights NaN/Inf | val R² | skipped | rollbacks | cause |")
+    print("|---|---|---|---|---|---|---|")
     for r in runs:
         print(f"| {r['label']} | {r['epochs']} of {epochs} | {r['broken']:.0%} | {r['r2']:.3f} | "
-              f"{r['skipped']} | {r['rollbacks']} |")
+              f"{r['skipped']} | {r['rollbacks']} | {r['cause']} |")
 
     from keras_actkit.plotting import get_axes
 

@@ -1,8 +1,15 @@
 """Every access to a private Keras attribute, one function each.
 
-A Keras release that renames one of these breaks one function here, and its
-test in `tests/` says which attribute moved.
+Keras keeps no public API for a few things the kit needs (an optimizer's
+variable list and learning-rate object, a functional model's graph, a layer's
+own sublayers, the list of callbacks a `fit` runs, the loss tracker). Each
+access lives here, with a docstring naming the Keras attribute it touches, so
+a Keras release that changes one breaks one function, and
+`tests/test_keras_internals.py` names it. Monkeypatches of Keras objects
+(instance attributes that shadow a method for a while) are made here too.
 """
+
+import contextlib
 
 
 def learning_rate_object(optimizer):
@@ -34,3 +41,99 @@ def symbolic_build(model, data_batch):
     optimizer from one `(x, y[, sample_weight])` batch, without running a step (what `fit` does on
     JAX and torch before `on_train_begin`; TensorFlow defers it to the first traced step)."""
     model._symbolic_build(data_batch=data_batch)
+
+
+def tracked_optimizer_variables(optimizer):
+    """`optimizer._variables`: the list `optimizer.variables` copies (on TensorFlow a tracking wrapper).
+
+    `optimizer.variables` is what a checkpoint saves and what JAX's training
+    state is built from; the tap's variables join this list only while a
+    JAX step is built (see `carried_by`).
+    """
+    return optimizer._variables
+
+
+def untracked_optimizer_variables(optimizer, specs):
+    """New variables made by `optimizer.add_variable` (its name scope, dtype policy and distribution
+    strategy), taken out of `optimizer._variables` again: the optimizer does not hold them."""
+    variables = [optimizer.add_variable(shape, initializer="zeros", dtype=dtype, name=name)
+                 for shape, dtype, name in specs]
+    _remove(optimizer._variables, variables)
+    return variables
+
+
+def _remove(tracked, variables):
+    ids = {id(v) for v in variables}
+    for index in reversed(range(len(tracked))):  # a tracking list wrapper on TensorFlow: delete in place
+        if id(tracked[index]) in ids:
+            del tracked[index]
+
+
+@contextlib.contextmanager
+def carried_by(optimizer, variables):
+    """Append `variables` to `optimizer._variables` for the length of the block, then take them out.
+
+    JAX's step threads the optimizer's variables through `stateless_apply` (and
+    `LossScaleOptimizer`'s conditional returns exactly those): variables the
+    tap's clients write inside `apply` must be among them while the step is
+    traced and while its output layout is worked out; nowhere else.
+    """
+    if not variables:
+        yield
+        return
+    optimizer._variables.extend(variables)
+    try:
+        yield
+    finally:
+        _remove(optimizer._variables, variables)
+
+
+def iterations_variable(optimizer):
+    """`optimizer._iterations`: the raw step counter (micro-steps under gradient accumulation)."""
+    return optimizer._iterations
+
+
+def default_trainable_variables(optimizer):
+    """`optimizer._trainable_variables`: what `apply(grads)` updates when given no variables."""
+    return optimizer._trainable_variables
+
+
+def gradient_accumulators(optimizer, variables):
+    """`optimizer._accumulated_gradients[optimizer._get_variable_index(v)]` for each of `variables`."""
+    return [optimizer._accumulated_gradients[optimizer._get_variable_index(v)] for v in variables]
+
+
+def loss_tracker(model):
+    """`model._loss_tracker`: the `Mean` behind `logs["loss"]` (None before `compile`)."""
+    return getattr(model, "_loss_tracker", None)
+
+
+def stateless_scope():
+    """The innermost active `keras.StatelessScope` (`keras.src.backend.common.stateless_scope`), or None."""
+    from keras.src.backend.common.stateless_scope import get_stateless_scope
+
+    return get_stateless_scope()
+
+
+@contextlib.contextmanager
+def patched(patches):
+    """Shadow methods with instance attributes for the length of the block: `patches` is a list of
+    (object, attribute name, function). Whatever ends the block, each object is left as it was (an
+    instance attribute it had before is put back)."""
+    saved = []
+    try:
+        for owner, name, function in patches:
+            saved.append((owner, name, owner.__dict__.get(name, _ABSENT)))
+            # Straight into the instance's dict: no attribute tracking (Keras
+            # layers and optimizers track what is set on them), ~1 us a call.
+            owner.__dict__[name] = function
+        yield
+    finally:
+        for owner, name, before in reversed(saved):
+            if before is _ABSENT:
+                owner.__dict__.pop(name, None)
+            else:
+                owner.__dict__[name] = before
+
+
+_ABSENT = object()

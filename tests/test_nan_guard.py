@@ -115,23 +115,133 @@ def test_skipped_step_under_gradient_accumulation_is_a_batch_that_never_happened
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_nan_batch_poisoning_batchnorm_statistics_rolls_back():
+def test_skipped_step_with_batchnorm_leaves_every_variable_as_it_was():
+    # The NaN row reaches BatchNormalization's moving statistics in the forward
+    # pass, before the update is skipped: the skipped step puts them back too,
+    # so the run is training without that batch, moving statistics included.
     x, y = _regression()
-    x[17, 2] = np.nan  # BatchNormalization first: the NaN reaches its moving statistics in the forward pass
-    model = _mlp(bn_first=True)
+    bad = x.copy()
+    bad[17, 2] = np.nan  # batch 2 of 8
+    initial = _mlp(bn_first=True).get_weights()
+
+    def compiled():
+        model = _mlp(bn_first=True)
+        model.set_weights(initial)
+        model.compile(keras.optimizers.SGD(0.01), "mse")
+        return model
+
+    guarded, guard = compiled(), NaNGuard()
+    _, said = _quiet_fit(guarded, bad, y, batch_size=8, epochs=2, callbacks=[guard])
+    assert guard.skipped == 2 and guard.rollbacks == 0 and said == []
+    assert guard.report["cause"] == "data"
+    np.testing.assert_allclose(float(keras.ops.convert_to_numpy(guarded.optimizer.learning_rate)), 0.01, rtol=1e-7)
+    reference = compiled()
+    keep = np.r_[0:16, 24:64]
+    reference.fit(x[keep], y[keep], batch_size=8, epochs=2, verbose=0, shuffle=False)
+    assert len(guarded.non_trainable_weights) == 2  # moving mean and variance, compared below
+    for ours, theirs in zip(_values(guarded), _values(reference)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_one_nan_row_with_batchnorm_costs_one_batch_on_digits():
+    # The set-up: digits, a BatchNormalization MLP, one NaN row.
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x, y = (x / 16.0).astype("float32"), y.astype("int32")
+    layers = [keras.Input((64,)), keras.layers.Dense(32), keras.layers.BatchNormalization(),
+              keras.layers.Activation("relu"), keras.layers.Dense(10, activation="softmax")]
+    initial = keras.Sequential(layers).get_weights()
+
+    def trained(data, callbacks):
+        model = keras.Sequential([layer.__class__.from_config(layer.get_config()) for layer in layers[1:]])
+        model.build((None, 64))
+        model.set_weights(initial)
+        model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy", metrics=["accuracy"])
+        _quiet_fit(model, data, y, batch_size=64, epochs=3, callbacks=callbacks)
+        return model
+
+    bad = x.copy()
+    bad[100, 5] = np.nan
+    guard = NaNGuard()
+    guarded, clean = trained(bad, [guard]), trained(x, [])
+    assert guard.skipped == 3 and guard.rollbacks == 0  # one batch per epoch
+    np.testing.assert_allclose(float(keras.ops.convert_to_numpy(guarded.optimizer.learning_rate)), 0.01, rtol=1e-7)
+    ours, theirs = guarded.evaluate(x, y, verbose=0)[1], clean.evaluate(x, y, verbose=0)[1]
+    assert theirs > 0.9 and abs(ours - theirs) <= 0.02, (ours, theirs)
+
+
+def test_a_data_fault_never_changes_the_learning_rate():
+    x, y = _regression()
+    x[8:32] = np.inf  # batches 1-3: three non-finite steps in a row, weights finite
+    model = _mlp()
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    guard = NaNGuard(patience=2, check_every_n_steps=1)
+    _, said = _quiet_fit(model, x, y, batch_size=8, epochs=2, callbacks=[guard])
+    assert guard.rollbacks >= 1 and guard.skipped == 6
+    assert [event["cause"] for event in guard.events] == ["data"] * guard.rollbacks
+    assert all(event["lr_factor"] == 1.0 for event in guard.events) and "kept the learning rate" in said[0]
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == np.float32(0.01)
+    assert guard.report["cause"] == "data" and guard.report["skipped_on_bad_data"] == 6
+    assert _all_finite(model)
+
+
+def test_embedding_model_skipped_step_is_a_step_that_never_happened():
+    # TensorFlow hands an Embedding's gradient over as sparse IndexedSlices.
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 20, size=(64, 5)).astype("int32")
+    y = rng.normal(size=(64, 1)).astype("float32")
+    bad_y = y.copy()
+    bad_y[17, 0] = np.nan  # batch 2 of 8
+
+    def compiled():
+        keras.utils.set_random_seed(3)
+        model = keras.Sequential([keras.Input((5,), dtype="int32"), keras.layers.Embedding(20, 4, name="embed"),
+                                  keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1, name="out")])
+        model.compile(keras.optimizers.Adam(0.01), "mse")
+        return model
+
+    guarded, guard = compiled(), NaNGuard()
+    _quiet_fit(guarded, ids, bad_y, batch_size=8, epochs=2, callbacks=[guard])
+    assert guard.skipped == 2 and guard.rollbacks == 0
+    reference = compiled()
+    keep = np.r_[0:16, 24:64]
+    reference.fit(ids[keep], y[keep], batch_size=8, epochs=2, verbose=0, shuffle=False)
+    for ours, theirs in zip(_values(guarded), _values(reference)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_an_epoch_whose_every_step_was_skipped_logs_nan_loss(tmp_path):
+    x, y = _regression()
+    model = _mlp()
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    best = keras.callbacks.ModelCheckpoint(str(tmp_path / "best.keras"), monitor="loss", save_best_only=True)
+    guard = NaNGuard(patience=100)
+
+    def batches():  # the second epoch's labels are all NaN
+        for labels in (y, np.full_like(y, np.nan)):
+            for i in range(8):
+                yield x[8 * i: 8 * i + 8], labels[8 * i: 8 * i + 8]
+
+    history, _ = _quiet_fit(model, batches(), steps_per_epoch=8, epochs=2, callbacks=[guard, best])
+    assert guard.skipped == 8
+    first, second = history.history["loss"]
+    assert np.isfinite(first) and np.isnan(second)
+    assert best.best == first  # save_best_only kept the first epoch, not the one without a loss
+
+
+def test_one_instance_serves_several_fits():
+    x, y = _regression()
+    bad = x.copy()
+    bad[17, 2] = np.nan
+    model = _mlp()
     model.compile(keras.optimizers.SGD(0.01), "mse")
     guard = NaNGuard()
-    history, said = _quiet_fit(model, x, y, batch_size=8, epochs=2, callbacks=[guard])
-    assert guard.skipped == 2 and guard.rollbacks == 2
-    assert "non-trainable" in said[0] and "first non-finite gradient in layer 'bn'" in said[0]
-    assert _all_finite(model)
-    assert len(history.history["loss"]) == 2
-    np.testing.assert_allclose(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)), 0.01 * 0.25,
-                               rtol=1e-6)
-    # Rollbacks restore the snapshot but not the step counter: 16 batches, 2 skipped.
-    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 14
-    clean = model.evaluate(np.nan_to_num(x), y, verbose=0)
-    assert np.isfinite(clean)
+    _quiet_fit(model, bad, y, batch_size=8, epochs=1, callbacks=[guard])
+    assert guard.skipped == 1 and guard.report is not None
+    history, _ = _quiet_fit(model, x, y, batch_size=8, epochs=1, callbacks=[guard])
+    assert (guard.skipped, guard.rollbacks, guard.report, guard.events) == (0, 0, None, [])
+    assert history.history["nan_guard/skipped"] == [0]
 
 
 def test_overflowing_learning_rate_rolls_back_and_lowers_it():
@@ -144,6 +254,9 @@ def test_overflowing_learning_rate_rolls_back_and_lowers_it():
     history, said = _quiet_fit(model, x, y, batch_size=16, epochs=20, callbacks=[guard])
     assert len(history.history["loss"]) == 20  # reached the last epoch
     assert 1 <= guard.rollbacks <= 4 and model.stop_training is False
+    # Finite batches whose steps overflow: the weights diverged, not the data.
+    assert [event["cause"] for event in guard.events] == ["divergence"] * guard.rollbacks
+    assert guard.report["cause"] == "divergence"
     assert _all_finite(model)
     lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
     np.testing.assert_allclose(lr, 100.0 * 0.1 ** guard.rollbacks, rtol=1e-5)
@@ -264,3 +377,23 @@ def test_exception_inside_fit_restores_everything():
 def test_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=f"`{name}`"):
         NaNGuard(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    ({"patience": True}, TypeError), ({"patience": "3"}, TypeError), ({"patience": 2.0}, TypeError),
+    ({"lr_factor": float("nan")}, ValueError), ({"lr_factor": "0.5"}, TypeError),
+    ({"max_retries": None}, TypeError), ({"check_every_n_steps": 0}, ValueError),
+    ({"check_every_n_steps": np.int64(0)}, ValueError), ({"snapshot_every_n_steps": False}, TypeError),
+    ({"snapshot_path": "missing/dir/s.npz"}, ValueError), ({"snapshot_path": 3}, TypeError),
+    ({"verbose": "yes"}, TypeError),
+])
+def test_bad_arguments_fail_at_construction_naming_argument_and_value(kwargs, error):
+    ((name, value),) = kwargs.items()
+    with pytest.raises(error, match=f"`{name}`") as raised:
+        NaNGuard(**kwargs)
+    assert f"{name}=" in str(raised.value) and "must be" in str(raised.value)
+
+
+def test_numpy_scalars_are_accepted(tmp_path):
+    guard = NaNGuard(patience=np.int64(2), lr_factor=np.float32(0.25), snapshot_path=tmp_path / "s.npz")
+    assert (guard.patience, guard.lr_factor) == (2, 0.25) and type(guard.patience) is int

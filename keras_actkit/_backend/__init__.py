@@ -31,9 +31,34 @@ package and never branch on the backend themselves.
   replicas, and `update()` runs the real update on every replica (how Keras's
   `LossScaleOptimizer` makes one skip decision for all replicas); the body is
   then called with `replicated=True`.
-- `make_train_function(model)`: a newly traced train function for `model`
-  (`model.make_train_function(force=True)`), returned; `model.train_function`
-  is left as it was.
+- `make_train_function(model, optimizer=None, carried=())`: a newly traced
+  train function for `model` (`model.make_train_function(force=True)`),
+  returned; `model.train_function` is left as it was. It calls
+  `model.train_step` as it is when the step is traced. On JAX its state
+  carries the variables `carried` after `optimizer`'s (see below).
+- `call_train_function(function, args, carried)`: call such a function with
+  the arguments `fit` gives the train function. On JAX the values of
+  `carried` (variables the optimizer does not hold) go in after the
+  optimizer's and come out into the variables, and `fit` sees its own state;
+  elsewhere the state lives in the variables and this is `function(*args)`.
+- `guarded_train_step(step, args, optimizer, carried, tap)`: run the train
+  step `step(*args)` so that a step whose update the tap skips leaves
+  `tap.restored` (state the forward pass writes: BatchNormalization's moving
+  statistics) as it was: on TensorFlow and torch their values when the step
+  begins go to `tap.state_before` (the tap's skip branch puts them back); on
+  JAX the step's input values are kept where `tap.decision` says the update
+  was skipped, and `carried` count among `optimizer`'s variables while the
+  step is traced.
+- `finite_terms(tensors)`, `finite_of(terms)`: per tensor a float32 scalar,
+  0 when every element is finite and NaN otherwise (a TensorFlow
+  `IndexedSlices` gradient by its values); one boolean from them.
+- `eager_steps()`: whether training steps run eagerly (torch): clients may
+  then decide in Python.
+- `loss_tracked_after_apply()`: whether Keras's train step updates the loss
+  tracker after the optimizer's `apply` (JAX) rather than before it.
+- `bookkeeping_in_skip_branch()`: whether a guard writes a bad step's
+  counters inside the skip branch of `apply_if` (TensorFlow, where a
+  conditional of its own costs a function call per step).
 - `inference_function(model)`: `model`'s forward pass in inference mode,
   compiled once (`jax.jit`, `tf.function`; torch eager under `no_grad`):
   `fn(x)` returns the flattened outputs as numpy arrays, for `x` a structure
@@ -88,9 +113,37 @@ def global_apply(body, apply, grads, variables):
     return _impl().global_apply(body, apply, grads, variables)
 
 
-def make_train_function(model):
-    return _impl().make_train_function(model)
+def make_train_function(model, optimizer=None, carried=()):
+    return _impl().make_train_function(model, optimizer, carried)
+
+
+def call_train_function(function, args, carried):
+    return _impl().call_train_function(function, args, carried)
+
+
+def guarded_train_step(step, args, optimizer, carried, tap):
+    return _impl().guarded_train_step(step, args, optimizer, carried, tap)
+
+
+def finite_terms(tensors):
+    return _impl().finite_terms(tensors)
+
+
+def finite_of(terms):
+    return _impl().finite_of(terms)
+
+
+def eager_steps():
+    return _impl().eager_steps()
 
 
 def inference_function(model):
     return _impl().inference_function(model)
+
+
+def loss_tracked_after_apply():
+    return _impl().loss_tracked_after_apply()
+
+
+def bookkeeping_in_skip_branch():
+    return _impl().bookkeeping_in_skip_branch()

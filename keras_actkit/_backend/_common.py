@@ -49,8 +49,56 @@ def global_apply(body, apply, grads, variables):
     return body(grads, lambda: apply(grads, variables))
 
 
-def make_train_function(model):
+def make_train_function(model, optimizer=None, carried=()):
+    """A new train function calling `model.train_step` as it is when the step is traced (or run).
+
+    Keras binds `model.train_step` when it makes the function (TensorFlow,
+    JAX): a step function of its own looks the method up at each call, so
+    the tap can shadow it while one call runs. On JAX it also gets its own
+    trace (`jax.jit` shares its cache between jit objects of one bound method:
+    measured, a second fit with another `every_n_steps` recorded at the first
+    one's). Here the step state lives in the variables: nothing is carried.
+    """
+    own = model.__dict__.get("train_step")
     current = model.train_function
-    model.make_train_function(force=True)
+    model.train_step = lambda *args: model.train_step(*args)
+    try:
+        model.make_train_function(force=True)
+    finally:
+        if own is not None:
+            model.train_step = own
+        else:
+            del model.train_step
     function, model.train_function = model.train_function, current
     return function
+
+
+def call_train_function(function, args, carried):
+    return function(*args)
+
+
+def guarded_train_step(step, args, optimizer, carried, tap):
+    # The state the forward pass writes (BatchNormalization's moving
+    # statistics), as the step begins: a skipped step puts it back.
+    # tf.function orders these reads before the layer's writes (same resource).
+    if tap.restored:
+        tap.state_before = [keras.ops.copy(v.value) for v in tap.restored]
+    return step(*args)
+
+
+def eager_steps():
+    return False
+
+
+def loss_tracked_after_apply():
+    """Whether the train step updates the loss tracker after the optimizer's apply (JAX) or before it."""
+    return False
+
+
+def bookkeeping_in_skip_branch():
+    """Whether a guard writes a bad step's counters in the skip branch of the update's conditional.
+
+    On TensorFlow each conditional of its own is a function call per step; on
+    JAX the skip branch must be pure, and on torch the step is eager.
+    """
+    return False

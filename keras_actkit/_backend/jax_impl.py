@@ -14,50 +14,71 @@ import weakref
 import keras
 import numpy as np
 
-__all__ = ["all_finite", "apply_if", "global_apply", "inference_function", "make_train_function", "read_values",
-           "request_values", "write_values"]
+__all__ = ["all_finite", "apply_if", "bookkeeping_in_skip_branch", "call_train_function", "eager_steps",
+           "finite_of", "finite_terms", "global_apply", "guarded_train_step", "inference_function",
+           "loss_tracked_after_apply", "make_train_function", "read_values", "request_values", "write_values"]
 
+from keras_actkit import _keras_internals  # noqa: E402
 from keras_actkit._backend import _common  # noqa: E402
-from keras_actkit._backend._common import all_finite, global_apply  # noqa: E402
+from keras_actkit._backend._common import (all_finite, bookkeeping_in_skip_branch, eager_steps, finite_of,  # noqa: E402
+                                           finite_terms, global_apply)
 
 
-def make_train_function(model):
-    """A train function with its own trace.
+def loss_tracked_after_apply():
+    return True  # Keras's JAX train_step updates its metrics after stateless_apply
 
-    `jax.jit` shares its trace cache between jit objects of the same bound
-    method, so `make_train_function(force=True)` with an unchanged state layout
-    would silently run an earlier trace, e.g. a tap client's old
-    `every_n_steps` (measured: a second fit with another `every_n_steps`
-    recorded at the first one's). A step function of its own gets a trace of
-    its own.
-    """
-    own = "train_step" in model.__dict__
-    step = model.train_step
-    model.train_step = lambda state, data: step(state, data)
-    try:
+
+def make_train_function(model, optimizer=None, carried=()):
+    """`_common.make_train_function`, with `carried` among the optimizer's variables while the function
+    is made (its output layout under a distribution is worked out then)."""
+    with _keras_internals.carried_by(optimizer, carried):
         return _common.make_train_function(model)
-    finally:
-        if own:
-            model.train_step = step
-        else:
-            del model.train_step
+
+
+def call_train_function(function, args, carried):
+    """Call a train function made with `carried`: their values go in after the optimizer's and come out
+    into the variables (no wait: an assignment of the step's output arrays)."""
+    if not carried:
+        return function(*args)
+    (trainable, non_trainable, optimizer_values, metrics), data = args
+    state = (trainable, non_trainable, list(optimizer_values) + [v.value for v in carried], metrics)
+    logs, (trainable, non_trainable, optimizer_values, metrics) = function(state, data)
+    own = len(optimizer_values) - len(carried)
+    for variable, value in zip(carried, optimizer_values[own:]):
+        variable.assign(value)
+    return logs, (trainable, non_trainable, optimizer_values[:own], metrics)
+
+
+def guarded_train_step(step, args, optimizer, carried, tap):
+    """The traced step with `carried` among the optimizer's variables; after a skipped update the
+    forward pass's state (`tap.restored`, e.g. BatchNormalization's moving statistics) is the step's input."""
+    import jax.numpy as jnp
+
+    (trainable, non_trainable, optimizer_values, metrics), data = args
+    with _keras_internals.carried_by(optimizer, carried):
+        logs, (trainable, new_non_trainable, optimizer_values, metrics) = step(*args)
+    if tap.restored and tap.decision is not None:
+        restored = {id(v) for v in tap.restored}
+        variables = tap.model().non_trainable_variables
+        new_non_trainable = [jnp.where(tap.decision, new, old) if id(v) in restored else new
+                             for v, new, old in zip(variables, new_non_trainable, non_trainable)]
+    return logs, (trainable, new_non_trainable, optimizer_values, metrics)
 
 
 def apply_if(condition, apply_fn, variables, otherwise=None):
     if otherwise is not None:
         raise NotImplementedError("apply_if(otherwise=...) on JAX: the skip branch of a traced step must be pure.")
     import jax
-    from keras.src.backend.common.stateless_scope import StatelessScope, get_stateless_scope
 
     # The step's other values (the optimizer's stateless_apply maps every
     # optimizer variable, the tap's too), readable inside the branch: under
     # gradient accumulation Keras's JAX optimizer reads all its variables.
     # Only `variables` come out of the branch.
-    outer = get_stateless_scope()
+    outer = _keras_internals.stateless_scope()
     others = {} if outer is None else dict(outer.state_mapping)
 
     def run(values):
-        with StatelessScope(state_mapping=list(zip(variables, values))) as scope:
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))) as scope:
             for key, value in others.items():
                 scope.state_mapping.setdefault(key, value)
             apply_fn()

@@ -5,10 +5,22 @@ import keras
 import tensorflow as tf
 
 from keras_actkit._backend import _common
-from keras_actkit._backend._common import all_finite, make_train_function, read_values, request_values, write_values
+from keras_actkit._backend._common import (call_train_function, eager_steps, finite_of, guarded_train_step,
+                                           loss_tracked_after_apply, make_train_function, read_values,
+                                           request_values, write_values)
 
-__all__ = ["all_finite", "apply_if", "global_apply", "inference_function", "make_train_function", "read_values",
-           "request_values", "write_values"]
+__all__ = ["all_finite", "apply_if", "bookkeeping_in_skip_branch", "call_train_function", "eager_steps",
+           "finite_of", "finite_terms", "global_apply", "guarded_train_step", "inference_function",
+           "loss_tracked_after_apply", "make_train_function", "read_values", "request_values", "write_values"]
+
+
+def finite_terms(tensors):
+    """As `_common.finite_terms`; a sparse gradient (an `Embedding`'s `IndexedSlices`) by its rows' values."""
+    return _common.finite_terms([t.values if isinstance(t, tf.IndexedSlices) else t for t in tensors])
+
+
+def all_finite(tensors):
+    return finite_of(finite_terms(tensors))
 
 
 def apply_if(condition, apply_fn, variables, otherwise=None):
@@ -54,3 +66,7 @@ def inference_function(model):
     # Variables are read when the graph runs; one trace per input signature.
     run = tf.function(lambda x: keras.tree.flatten(model(x, training=False)), reduce_retracing=True)
     return lambda x: [out.numpy() for out in run(x)]
+
+
+def bookkeeping_in_skip_branch():
+    return True  # a conditional of the guard's own would be one more function call per step

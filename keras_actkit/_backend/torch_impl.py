@@ -5,10 +5,18 @@ import math
 import keras
 import torch
 
-from keras_actkit._backend._common import global_apply, make_train_function, read_values, request_values, write_values
+from keras_actkit._backend._common import (bookkeeping_in_skip_branch, call_train_function, finite_of,
+                                           finite_terms, global_apply, guarded_train_step, loss_tracked_after_apply,
+                                           make_train_function, read_values, request_values, write_values)
 
-__all__ = ["all_finite", "apply_if", "global_apply", "inference_function", "make_train_function", "read_values",
-           "request_values", "write_values"]
+__all__ = ["all_finite", "apply_if", "bookkeeping_in_skip_branch", "call_train_function", "eager_steps",
+           "finite_of", "finite_terms", "global_apply", "guarded_train_step", "inference_function",
+           "loss_tracked_after_apply", "make_train_function", "read_values", "request_values", "write_values"]
+
+
+def eager_steps():
+    """The step runs eagerly: the clients may branch in Python."""
+    return True
 
 
 def all_finite(tensors):

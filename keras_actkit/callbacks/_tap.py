@@ -6,13 +6,20 @@ scope). For the length of one `fit`, the tap replaces `apply` on the innermost
 optimizer (inside a `LossScaleOptimizer`, so gradients arrive unscaled) with a
 wrapper that hands the gradients to its clients (`GradientNormLogger`,
 `NaNGuard`) before and after the real update, in-graph. Clients keep their
-results in variables added to that optimizer, so they travel with JAX's state
-and survive `steps_per_execution > 1`; a callback reads a few numbers from them
+results in variables of the tap's own, made by that optimizer but never among
+its variables: on JAX, whose step is a pure function of the training state,
+the train function carries them beside the optimizer's (appended to its list
+only while the step is built), so a checkpoint written during `fit` holds the
+optimizer's state and nothing else. A callback reads a few numbers from them
 when it needs to.
 
-When the last client leaves (`on_train_end`, or an exception inside a step),
-the tap removes its variables and the wrapper: a model saved after `fit` holds
-nothing of it. Under a TensorFlow `tf.distribute` strategy the clients run
+The wrapped `apply`, the train step and the clients' own patches (NaNGuard's
+loss-tracker filter) are in place only while a call of the train function
+runs, and taken out when it returns or raises: one clean-up path, and an
+exception outside a step (another callback, the data) leaves none of them
+behind. The train function itself stays the tap's for the fit; a tap left by
+a fit that raised is removed at the next call or attach (each fit has its own
+`History`). Under a TensorFlow `tf.distribute` strategy the clients run
 once, in cross-replica context, on the gradients summed over the replicas
 (`_backend.global_apply`). The wrapped train function is kept per optimizer
 and set of clients, so a later `fit` with the same callbacks does not trace
@@ -27,17 +34,14 @@ whose skipped steps do not advance the optimizer's counter, only clients that
 can count calls instead of steps idle (`may_idle_beside_guard`).
 """
 
-import sys
 import weakref
 
 import keras
 import numpy as np
 
-from keras_actkit import _backend
-from keras_actkit._backend._common import finite_of, finite_terms
+from keras_actkit import _backend, _keras_internals
 
 _TAPS = weakref.WeakKeyDictionary()  # innermost optimizer -> _Tap
-_MARK = "_keras_actkit_tap"
 
 
 def innermost(optimizer):
@@ -57,18 +61,20 @@ class StepContext:
     torch, whose step runs eagerly, Python numbers where that saves ops
     (`eager` tells which)."""
 
-    def __init__(self, optimizer, grads, variables, replicated=False):
+    def __init__(self, optimizer, grads, variables, replicated=False, data=None):
         self.optimizer = optimizer
+        self.data = data  # the step's batch (x, y, sample_weight), when the tap saw it
         # In cross-replica context under a tf.distribute strategy (gradients summed over replicas).
         self.replicated = replicated
         self.grads = grads  # list, None filtered out
         self.variables = variables  # matching trainable variables
-        self.eager = keras.backend.backend() == "torch"
+        self.eager = _backend.eager_steps()
+        iterations = _keras_internals.iterations_variable(optimizer)
         if self.eager:
-            self.raw_iteration = int(optimizer._iterations.value)
+            self.raw_iteration = int(iterations.value)
         else:
             # Micro-steps before this call, read now (before apply increments it).
-            self.raw_iteration = keras.ops.copy(optimizer._iterations.value)
+            self.raw_iteration = keras.ops.copy(iterations.value)
         self.accumulation = optimizer.gradient_accumulation_steps or 0
         self._finite = None
         self._terms = None
@@ -82,14 +88,19 @@ class StepContext:
             elif self.eager:
                 self._finite = _backend.all_finite(self.grads)
             else:
-                self._finite = finite_of(self._finite_terms())
+                self._finite = _backend.finite_of(self._finite_terms())
         return self._finite
 
     def _finite_terms(self):
         # One reduction per gradient, shared by `finite` and `first_non_finite` (traced steps).
         if self._terms is None:
-            self._terms = finite_terms(self.grads)
+            self._terms = _backend.finite_terms(self.grads)
         return self._terms
+
+    def data_finite(self):
+        """Whether every floating value of the step's batch is finite (True when unknown)."""
+        leaves = [t for t in keras.tree.flatten(self.data) if t is not None and "float" in str(t.dtype)]
+        return _backend.all_finite(leaves) if leaves else True
 
     @property
     def first_non_finite(self):
@@ -123,8 +134,7 @@ class StepContext:
         """Under accumulation, the accumulators' values now (before apply resets them); else None."""
         if not self.accumulation:
             return None
-        opt = self.optimizer
-        accs = [opt._accumulated_gradients[opt._get_variable_index(v)] for v in self.variables]
+        accs = _keras_internals.gradient_accumulators(self.optimizer, self.variables)
         return [keras.ops.copy(a.value) for a in accs]
 
     def effective_grads(self, accumulated):
@@ -143,14 +153,14 @@ class _Tap:
         self.functions = {}  # tuple of signatures -> installed train function (picks a traced variant per call)
         self.plain_function = None
         self.last_plain = None
-        self.original_apply = None
+        self.original_apply = type(optimizer).apply.__get__(optimizer)
         self.fit_token = None
-        self.aborting = False
+        self.carried = []  # the clients' variables, in order
         self._idle = ()  # positions of the clients the current call leaves out
-        # JAX threads optimizer variables through its stateless step, so the
-        # tap's variables must be among them; elsewhere they stay outside the
-        # optimizer, and nothing of them can reach a saved model.
-        self.in_optimizer = keras.backend.backend() == "jax"
+        self.decision = None  # the step's skip decision where the whole step can use it (set while traced)
+        self.restored = []  # state a skipped step puts back besides the update's: the forward pass's
+        self.state_before = None  # their values when the step began (TensorFlow and torch)
+        self.step_data = None  # the batch of the step being traced or run
 
     # -- clients -----------------------------------------------------------------
     def attach(self, client):
@@ -161,22 +171,12 @@ class _Tap:
                 self.functions.clear()  # recompiled since: traced functions are stale
             self.plain_function = current
             self.fit_token = getattr(model, "history", None)
-            if self.in_optimizer:
-                self._watch_jax_exit(model)
-            self.original_apply = type(self.optimizer).apply.__get__(self.optimizer)
-            setattr(self.optimizer, "apply", self._apply)
-            setattr(self.optimizer, _MARK, self)
         variables = self.slots.get(client.signature)
         if variables is None:
-            variables = [self.optimizer.add_variable(shape, initializer="zeros", dtype=dtype, name=name)
-                         for shape, dtype, name in client.variable_specs()]
-            # add_variable appended them; they are put back on each attach.
-            self._remove_variables(variables)
+            variables = _keras_internals.untracked_optimizer_variables(self.optimizer, client.variable_specs())
             self.slots[client.signature] = variables
         for variable, value in zip(variables, client.initial_values()):
             variable.assign(value)
-        if self.in_optimizer:
-            self.optimizer._variables.extend(variables)
         client.variables = variables
         self.clients.append(client)
         self._select_function()
@@ -185,35 +185,31 @@ class _Tap:
         if client not in self.clients:
             return
         self.clients.remove(client)
-        if self.in_optimizer:
-            self._remove_variables(client.variables)
         model = self.model()
         if self.clients:
             self._select_function()
             return
-        self.optimizer.__dict__.pop("apply", None)
-        self.optimizer.__dict__.pop(_MARK, None)
-        if model is not None:
+        if model is not None and model.train_function in self.functions.values():
             model.train_function = self.plain_function
-            model.__dict__.pop("jax_state_sync", None)
         self.last_plain, self.plain_function, self.fit_token = self.plain_function, None, None
-
-    def _remove_variables(self, variables):
-        ids = {id(v) for v in variables}
-        tracked = self.optimizer._variables  # a tracking list wrapper on TensorFlow: delete in place
-        for index in reversed(range(len(tracked))):
-            if id(tracked[index]) in ids:
-                del tracked[index]
 
     def without_tap(self, variables):
         """`variables` without the tap's own (what a skipped step or a rollback must leave as it was)."""
-        tap_ids = {id(v) for c in self.clients for v in c.variables}
+        tap_ids = {id(v) for v in self.carried}
         return [v for v in variables if id(v) not in tap_ids]
 
     def _select_function(self):
         # Worked out once per set of clients, not in the (per-step on torch) wrapped apply.
         self._guards = any(client.guards for client in self.clients)
+        self.carried = [v for client in self.clients for v in client.variables]
         self._optimizer_state = self.without_tap(self.optimizer.variables)
+        model = self.model()
+        # A skipped step leaves every variable as it was: also the state the
+        # forward pass wrote before the decision (BatchNormalization's moving
+        # statistics). Not inside a LossScaleOptimizer, which skips the
+        # non-finite steps itself (and whose own skips keep that state, as in Keras).
+        nested = innermost(model.optimizer) is not model.optimizer
+        self.restored = [] if not self._guards or nested else _floating(model.non_trainable_variables)
         self._idle = ()
         # Clients that may sit out a call. Next to a guard, whose skipped steps
         # leave the optimizer's step counter behind the host's count of calls,
@@ -222,93 +218,106 @@ class _Tap:
                           if c.may_idle and (not self._guards or c.may_idle_beside_guard)]
         for i, client in enumerate(self.clients):
             client.host_decides = i in self._may_idle  # read when the step is traced
-        model = self.model()
-        key = tuple((c.signature, c.host_decides) for c in self.clients)
+        key = tuple((c.signature, c.host_decides) for c in self.clients) + (len(self.restored),)
         function = self.functions.get(key)
         if function is None:
             # Every variant is built now, before fit hands the variables' values
             # to its own state (a JAX train function cannot be built mid-epoch);
             # each is traced on its first call.
-            variants = {idle: _backend.make_train_function(model) for idle in _subsets(self._may_idle)}
-            function = self.functions[key] = self._dispatcher(variants)
+            variants = {idle: _backend.make_train_function(model, self.optimizer, self.carried)
+                        for idle in _subsets(self._may_idle)}
+            function = self.functions[key] = self._dispatcher(variants, list(self.carried))
         model.train_function = function
+        self._call_patches = self._patches(model)
 
     def abort_all(self):
         """Remove every client: the fit they belong to ended by an exception."""
-        clients, self.aborting = list(self.clients), True
-        try:
-            for client in clients:
+        for client in list(self.clients):
+            try:
                 client.abort()
+            finally:
                 self.detach(client)
-        finally:
-            self.aborting = False
 
-    def _dispatcher(self, variants):
+    def _dispatcher(self, variants, carried):
         tap = self
 
-        def guarded(*args):
+        def tapped(*args):
             model = tap.model()
             if not tap.clients or tap.fit_token is not getattr(model, "history", None):
                 # Left installed by a fit that an exception ended outside a step
-                # (torch fetches data outside it; another callback may raise):
-                # this is a new fit, without the tap.
+                # (another callback, the data on torch): this is a new fit, without the tap.
                 tap.abort_all()
                 return model.train_function(*args)
             # Clients with nothing to do in this call (known on the host) are
             # left out of it: a variant of the step traced without them runs.
             tap._idle = tuple(i for i in tap._may_idle if tap.clients[i].idle_next_call())
             try:
-                return variants[tap._idle](*args)
+                with _keras_internals.patched(tap._call_patches):
+                    return _backend.call_train_function(variants[tap._idle], args, carried)
             except BaseException:
-                # An error inside fit skips on_train_end: never leave the optimizer wrapped.
-                tap.abort_all()
+                tap.abort_all()  # an error inside fit skips on_train_end
                 raise
 
-        return guarded
+        return tapped
 
-    def _watch_jax_exit(self, model):
-        """JAX's fit syncs its state in a `finally`: if an exception is on its way out, remove the tap."""
-        original = type(model).jax_state_sync.__get__(model)
-        ambient = sys.exc_info()[1]  # fit may itself run inside an `except` block
-        tap = self
+    def _patches(self, model):
+        """What is shadowed while one call of the train function runs (and only then)."""
+        patches = [(self.optimizer, "apply", self._apply), (model, "train_step", self._train_step(model))]
+        for client in self.clients:
+            patches += client.step_patches(model)
+        return patches
 
-        def jax_state_sync():
-            original()
-            error = sys.exc_info()[1]
-            if error is not None and error is not ambient and tap.clients and not tap.aborting:
-                tap.abort_all()
+    def _train_step(self, model):
+        step = model.__dict__.get("train_step") or type(model).train_step.__get__(model)
 
-        model.jax_state_sync = jax_state_sync
+        def train_step(*args):
+            # Read while the step is traced (each variant once), or on every eager step.
+            self.decision, self.state_before, self.step_data = None, None, args[-1]
+            return _backend.guarded_train_step(step, args, self.optimizer, self.carried, self)
+
+        return train_step
 
     # -- the wrapped apply --------------------------------------------------------
     def _apply(self, grads, trainable_variables=None):
         optimizer = self.optimizer
         if trainable_variables is None:
-            trainable_variables = optimizer._trainable_variables
+            trainable_variables = _keras_internals.default_trainable_variables(optimizer)
         grads, trainable_variables = list(grads), list(trainable_variables)
 
         def body(seen, update, replicated=False):
             # `seen`: the gradients the update uses (summed over replicas under a
             # tf.distribute strategy, where this runs in cross-replica context).
-            # Read while the step is traced (each variant of the step once), or on every eager step.
             clients = [c for i, c in enumerate(self.clients) if i not in self._idle]
             if not clients and not self._guards:
                 update()  # every client sits this call out (torch: ~25 us of bookkeeping per step saved)
                 return
             pairs = [(g, v) for g, v in zip(seen, trainable_variables) if g is not None]
-            context = StepContext(optimizer, [g for g, _ in pairs], [v for _, v in pairs], replicated)
+            context = StepContext(optimizer, [g for g, _ in pairs], [v for _, v in pairs], replicated,
+                                  self.step_data)
             for client in clients:
                 client.before_apply(context)
             if self._guards:
                 skips = [c.on_skipped for c in clients if c.skip_work(context)]
+                if self.state_before is not None:
+                    skips.append(self._put_back_state)
                 otherwise = (lambda: [skip(context) for skip in skips]) if skips else None
                 _backend.apply_if(context.finite, update, trainable_variables + self._optimizer_state, otherwise)
+                if not replicated and self.model().optimizer is optimizer:
+                    self.decision = context.finite  # for the rest of the step (JAX: state and loss tracker)
             else:
                 update()
             for client in clients:
                 client.after_apply(context)
 
         _backend.global_apply(body, self.original_apply, grads, trainable_variables)
+
+    def _put_back_state(self, context):
+        for variable, value in zip(self.restored, self.state_before):
+            variable.assign(value)
+
+
+def _floating(variables):
+    return [v for v in variables if "float" in str(v.dtype)]
 
 
 def _subsets(positions):
@@ -327,12 +336,11 @@ def attach(model, client):
     inner = innermost(optimizer)
     if not inner.built:
         optimizer.build(model.trainable_variables)
-    stale = inner.__dict__.get(_MARK)
-    if stale is not None and stale.fit_token is not getattr(model, "history", None):
+    tap = _TAPS.get(inner)
+    if tap is not None and tap.clients and tap.fit_token is not getattr(model, "history", None):
         # Left over by a fit interrupted outside a step (e.g. in a callback):
         # each fit has its own History object.
-        stale.abort_all()
-    tap = _TAPS.get(inner)
+        tap.abort_all()
     if tap is None or tap.model() is not model:
         tap = _TAPS[inner] = _Tap(model, inner)
     tap.attach(client)
@@ -376,6 +384,10 @@ class TapClient:
 
     def on_skipped(self, context):
         """Runs in place of the update when a guard skips the step (TensorFlow and torch)."""
+
+    def step_patches(self, model):
+        """(object, attribute, function) to shadow while a call of the train function runs."""
+        return []
 
     def abort(self):
         """Called when the fit ends by an exception, before the tap is removed."""

@@ -7,7 +7,7 @@ import warnings
 import keras
 import numpy as np
 
-from keras_actkit import _backend, _training_state
+from keras_actkit import _backend, _keras_internals, _training_state, _validation
 from keras_actkit.callbacks import _tap
 
 logger = logging.getLogger("keras_actkit")
@@ -17,9 +17,10 @@ logger = logging.getLogger("keras_actkit")
 DIVERGENCE = 10.0
 
 # Layout of the guard's state vector (one variable, so one read is consistent).
-SKIPPED, STREAK, LAST_BAD_STEP, FIRST_BAD, MAX_STREAK = range(5)
+# BAD_DATA: skipped steps whose batch held a NaN/Inf (a data fault, not divergence).
+SKIPPED, STREAK, LAST_BAD_STEP, FIRST_BAD, MAX_STREAK, BAD_DATA = range(6)
 # On a finite step only the streak changes (to 0): one multiplication.
-_KEEP_ON_FINITE = np.array([1, 0, 1, 1, 1], "float32")
+_KEEP_ON_FINITE = np.array([1, 0, 1, 1, 1, 1], "float32")
 
 
 class _GuardClient(_tap.TapClient):
@@ -38,25 +39,29 @@ class _GuardClient(_tap.TapClient):
         # torch update the tracker before the apply: its values before the
         # update are kept here and put back in the skip branch of the update's
         # conditional (no extra op on a normal step). JAX updates it after the
-        # apply, in the same traced step: the decision is handed over instead
-        # (not from inside a LossScaleOptimizer's cond).
-        self.tracker_after_apply = keras.backend.backend() == "jax"
-        self.hand_over = True
+        # apply, in the same traced step: it reads the tap's decision instead
+        # (not from inside a LossScaleOptimizer's cond, where the tap publishes none).
+        self.tracker_after_apply = _backend.loss_tracked_after_apply()
         self.tracker_before = None  # (variables, values)
-        self.step_finite = None
-        self.bookkeeping_in_skip = keras.backend.backend() == "tensorflow"
+        self.bookkeeping_in_skip = _backend.bookkeeping_in_skip_branch()
+        self.tracker_filter = None  # set by NaNGuard: shadows the loss tracker's update_state during a step
         self._old = None
 
+    def step_patches(self, model):
+        tracker = _keras_internals.loss_tracker(model)
+        if tracker is None or self.tracker_filter is None:
+            return []
+        return [(tracker, "update_state", self.tracker_filter)]
+
     def variable_specs(self):
-        return [((5,), "float32", "keras_actkit_nan_guard")]
+        return [((6,), "float32", "keras_actkit_nan_guard")]
 
     def initial_values(self):
-        values = np.zeros(5, "float32")
+        values = np.zeros(6, "float32")
         values[[LAST_BAD_STEP, FIRST_BAD]] = -1.0
         return [values]
 
     def before_apply(self, context):
-        self.step_finite = None
         self._old = None
         if self.names is None:
             self.names = [_tap.layer_key(v) for v in context.variables]
@@ -80,7 +85,7 @@ class _GuardClient(_tap.TapClient):
             variable.assign(self._old * _KEEP_ON_FINITE)
 
     def after_apply(self, context):
-        self._settle_tracker(context)
+        self.tracker_before = None
         pending, self._pending = self._pending, None
         if pending is None or self._old is not None:
             return
@@ -96,6 +101,7 @@ class _GuardClient(_tap.TapClient):
             else:
                 self._streak += 1
                 state[SKIPPED] += 1
+                state[BAD_DATA] += not context.data_finite()
                 state[LAST_BAD_STEP], state[FIRST_BAD] = context.step, first
             state[STREAK] = self._streak
             state[MAX_STREAK] = max(state[MAX_STREAK], self._streak)
@@ -117,6 +123,7 @@ class _GuardClient(_tap.TapClient):
             ops.cast(context.step, "float32"),
             ops.cast(first(), "float32"),
             ops.maximum(old[MAX_STREAK], streak),  # the host checks every few steps: keep the longest run
+            old[BAD_DATA] + 1.0 - ops.cast(context.data_finite(), "float32"),
         ])
 
     def _restores_tracker(self, context):
@@ -133,11 +140,6 @@ class _GuardClient(_tap.TapClient):
         if self._old is not None:
             self.variables[0].assign(self._bad_state(self._old, context, self._pending[1]))
 
-    def _settle_tracker(self, context):
-        self.tracker_before = None
-        if self.tracker_after_apply and self.hand_over and not context.replicated:
-            self.step_finite = context.finite
-
 
 class NaNGuard(keras.callbacks.Callback):
     """Survive NaN/Inf in training instead of dying.
@@ -151,21 +153,31 @@ class NaNGuard(keras.callbacks.Callback):
     `tf.distribute` strategy the check is on the whole batch's gradient, so
     every replica skips the same steps.
 
+    A skipped step leaves every variable as it was, also the state the
+    forward pass wrote before the decision (BatchNormalization's moving
+    statistics), and its batch out of `logs["loss"]`: one NaN row costs one
+    batch. An epoch whose every step was skipped logs `loss` NaN.
+
     Every `check_every_n_steps` steps (before the next step starts, so no
     step waits for it) and at each epoch's end, the guard reads its counters.
-    It rolls back to the last good snapshot (weights, non-trainable state such
-    as BatchNormalization's moving statistics, optimizer variables; the step
-    counter goes on, so a schedule moves past a spike) when the weights are
-    not finite, when a skipped step left non-finite non-trainable
-    state (a NaN batch poisons the moving statistics in the forward pass even
-    though the update was skipped), or after `patience` non-finite steps in a
-    row; it then multiplies the learning rate by `lr_factor` (a schedule is
-    scaled for the rest of the fit) and goes on
-    (`logs["nan_guard/rollbacks"]`). Past `max_retries` rollbacks it restores
-    the snapshot, stops training and leaves a report in `.report`. Snapshots
-    are taken only of a finite state whose running loss is below 10x the loss
-    at the previous snapshot (weights on their way to overflow are not a good
-    state). Whatever happens, the weights left after `fit` are finite.
+    It rolls back to the last good snapshot (weights, non-trainable state,
+    optimizer variables; the step counter goes on, so a schedule moves past a
+    spike) when the weights or the state are not finite or after `patience`
+    non-finite steps in a row, and goes on (`logs["nan_guard/rollbacks"]`).
+    The learning rate changes only for divergence: non-finite weights or
+    state, a running loss 10x the snapshot's, or skipped steps on batches
+    without a NaN/Inf (the weights make the step overflow); it is then
+    multiplied by `lr_factor` (a schedule is scaled for the rest of the fit).
+    A data fault, steps skipped because their batches hold a NaN/Inf while
+    the weights stay finite, never changes it. Each rollback is in `.events`
+    with its `cause` ("data" or "divergence"). Past `max_retries` rollbacks
+    it restores the snapshot and stops training. After a fit in which
+    something was skipped, `.report` says what: `cause`, `stopped`, `skipped`,
+    `skipped_on_bad_data`, `rollbacks` (and the last event's fields when
+    training was stopped); None when nothing was. Snapshots are taken only of
+    a finite state whose running loss is below 10x the loss at the previous
+    snapshot (weights on their way to overflow are not a good state).
+    Whatever happens, the weights left after `fit` are finite.
 
     Args:
         patience: Non-finite steps in a row that trigger a rollback, >= 1.
@@ -197,23 +209,15 @@ class NaNGuard(keras.callbacks.Callback):
                  snapshot_path=None, verbose=False):
         super().__init__()
 
-        def integer(value):
-            return isinstance(value, int) and not isinstance(value, bool)
-
-        if not (integer(patience) and patience >= 1):
-            raise ValueError(f"`patience` must be an integer >= 1. Received: patience={patience!r}")
-        if not (isinstance(lr_factor, (int, float)) and 0 < lr_factor <= 1):
-            raise ValueError(f"`lr_factor` must lie in (0, 1]. Received: lr_factor={lr_factor!r}")
-        if not (integer(max_retries) and max_retries >= 0):
-            raise ValueError(f"`max_retries` must be an integer >= 0. Received: max_retries={max_retries!r}")
-        if not (integer(check_every_n_steps) and check_every_n_steps >= 1):
-            raise ValueError("`check_every_n_steps` must be an integer >= 1. "
-                             f"Received: check_every_n_steps={check_every_n_steps!r}")
-        if not (integer(snapshot_every_n_steps) and snapshot_every_n_steps >= 1):
-            raise ValueError("`snapshot_every_n_steps` must be an integer >= 1. "
-                             f"Received: snapshot_every_n_steps={snapshot_every_n_steps!r}")
+        patience = _validation.integer("patience", patience, minimum=1)
+        lr_factor = _validation.number("lr_factor", lr_factor, minimum=0, maximum=1, min_inclusive=False)
+        max_retries = _validation.integer("max_retries", max_retries, minimum=0)
+        check_every_n_steps = _validation.integer("check_every_n_steps", check_every_n_steps, minimum=1)
+        snapshot_every_n_steps = _validation.integer("snapshot_every_n_steps", snapshot_every_n_steps, minimum=1)
+        snapshot_path = _validation.writable_file("snapshot_path", snapshot_path, allow_none=True)
         if snapshot_path is not None and not str(snapshot_path).endswith(".npz"):
-            raise ValueError(f"`snapshot_path` must name a .npz file. Received: snapshot_path={snapshot_path!r}")
+            raise ValueError(f"`snapshot_path` must name a .npz file; received snapshot_path={snapshot_path!r}.")
+        verbose = _validation.boolean("verbose", verbose)
         self.patience, self.lr_factor, self.max_retries = patience, lr_factor, max_retries
         self.check_every_n_steps = check_every_n_steps
         self.snapshot_every_n_steps, self.snapshot_path = snapshot_every_n_steps, snapshot_path
@@ -279,13 +283,16 @@ class NaNGuard(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.skipped, self.rollbacks, self.report, self.events = 0, 0, None, []
         self._client = _GuardClient()
-        self._client.abort = self._abort  # an exception inside a step
+        client = self._client
+        client.abort = lambda: self._abort(client)  # the fit ended by an exception
+        self._client.tracker_filter = self._loss_filter()
         self._tap = _tap.attach(self._model, self._client)
         self._variables = self._tracked()
         self._calls, self._seen_skipped, self._epoch, self._checked_at = 0, 0, 0, -1
+        self._seen_bad_data, self._data_only = 0, True
         self._requested = None  # fetch of the counters requested at the last check, called at the next one
         self._reference_loss = None  # running loss when the snapshot was taken (the first check's, first)
-        self._patch_loss_tracker()
+        self._skipped_before_epoch = 0
         if not self._snapshot():
             self._detach()
             raise ValueError("NaNGuard: the model's weights or optimizer state are already not finite before "
@@ -293,34 +300,27 @@ class NaNGuard(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
+        self._skipped_before_epoch = self.skipped
 
-    # The loss tracker is filtered only while training steps are traced or run;
-    # validation inside fit sees Keras's own (these hooks run around it).
-    def on_test_begin(self, logs=None):
-        self._filtering = False
+    def _loss_filter(self):
+        """Leave skipped batches out of `logs["loss"]` (Keras's running mean would read NaN all epoch).
 
-    def on_test_end(self, logs=None):
-        self._filtering = self._client is not None
-
-    def _patch_loss_tracker(self):
-        """Leave skipped batches out of `logs["loss"]` (Keras's running mean would read NaN all epoch)."""
-        tracker = getattr(self._model, "_loss_tracker", None)
-        self._filtering = True
+        In place of the loss tracker's `update_state` while a training step
+        runs (the tap puts it there and takes it out): validation and
+        `evaluate` see Keras's own.
+        """
+        tracker = _keras_internals.loss_tracker(self._model)
         if tracker is None:
-            return
+            return None
         original = type(tracker).update_state.__get__(tracker)
-        guard, client = self, self._client
-        # Inside a LossScaleOptimizer the tap runs in the optimizer's own cond
-        # (JAX): its decision cannot leave that branch. The steps it skips are
-        # its own (a loss scale too high) and their loss counts, as in Keras.
-        client.hand_over = _tap.innermost(self._model.optimizer) is self._model.optimizer
+        client = self._client
 
         def update_state(values, sample_weight=None):
-            if not guard._filtering:
-                return original(values, sample_weight=sample_weight)
             finite = _backend.all_finite([values])
             if client.tracker_after_apply:
-                decided, client.step_finite = client.step_finite, None
+                # Inside a LossScaleOptimizer the tap publishes no decision (JAX:
+                # its cond keeps it); the steps it skips are its own and their loss counts, as in Keras.
+                decided = self._tap.decision if self._tap is not None else None
                 if decided is not None:
                     finite = keras.ops.logical_and(finite, decided)
             else:
@@ -337,13 +337,19 @@ class NaNGuard(keras.callbacks.Callback):
             original(ops.where(finite, values, ops.zeros_like(values)),
                      sample_weight=ops.where(finite, weight, ops.zeros_like(weight)))
 
-        tracker.update_state = update_state
+        return update_state
 
-    def _unpatch_loss_tracker(self):
-        tracker = getattr(self._model, "_loss_tracker", None)
-        if tracker is not None:
-            tracker.__dict__.pop("update_state", None)
-        self._filtering = False
+    def _epoch_loss_or_nan(self, logs):
+        """An epoch whose every step was skipped has no loss: NaN, not the empty mean's 0.0.
+
+        Callbacks listed after NaNGuard (and History) see it; one listed before it sees Keras's 0.0.
+        """
+        tracker = _keras_internals.loss_tracker(self._model)
+        if "loss" not in logs or tracker is None or self.skipped == self._skipped_before_epoch:
+            return
+        (count,) = _backend.read_values(self._model, tracker.variables[1:2])
+        if float(count) == 0:
+            logs["loss"] = float("nan")
 
     # Checks run before a step, never after one: a batch-end hook would make
     # Keras give up asynchronous dispatch for every callback (costly on JAX).
@@ -359,6 +365,7 @@ class NaNGuard(keras.callbacks.Callback):
             return
         self._check()
         if logs is not None:
+            self._epoch_loss_or_nan(logs)
             logs["nan_guard/skipped"] = self.skipped
             logs["nan_guard/rollbacks"] = self.rollbacks
 
@@ -380,7 +387,9 @@ class NaNGuard(keras.callbacks.Callback):
             self._reference_loss = self._running_loss()
         self.skipped = int(state[SKIPPED])
         new_bad = self.skipped > self._seen_skipped
-        self._seen_skipped = self.skipped
+        # Were the steps skipped since the last check all on batches holding a NaN/Inf?
+        self._data_only = int(state[BAD_DATA]) - self._seen_bad_data == self.skipped - self._seen_skipped
+        self._seen_skipped, self._seen_bad_data = self.skipped, int(state[BAD_DATA])
         reason = None
         # Non-finite weights make every later gradient non-finite: they show as
         # a run of skipped steps (checking the weights every step costs a
@@ -401,7 +410,28 @@ class NaNGuard(keras.callbacks.Callback):
             self._restore()
             warnings.warn("NaNGuard: the weights were not finite at the end of training; restored the last good "
                           "snapshot.", stacklevel=2)
+        if self.report is None and (self.skipped or self.rollbacks):
+            diverged = any(event["cause"] == "divergence" for event in self.events)
+            diverged = diverged or self._seen_bad_data < self.skipped
+            self.report = {"cause": "divergence" if diverged else "data", "stopped": False,
+                           "skipped": self.skipped, "skipped_on_bad_data": self._seen_bad_data,
+                           "rollbacks": self.rollbacks}
         self._detach()
+
+    def _cause(self):
+        """"data" when the steps skipped since the last check all had a NaN/Inf in their batch and the
+        weights, the state and the running loss are fine; else "divergence".
+
+        A data fault leaves the weights finite and the loss of the other
+        batches where it was: a lower learning rate would not help. Finite
+        batches whose gradients overflow point at the weights.
+        """
+        if not self._data_only or not self._all_finite(self._variables):
+            return "divergence"
+        loss, reference = self._running_loss(), self._reference_loss
+        if loss is not None and reference is not None and not (np.isfinite(loss) and loss <= DIVERGENCE * reference):
+            return "divergence"
+        return "data"
 
     # -- rollback ------------------------------------------------------------------------
     def _rollback(self, reason, state):
@@ -414,6 +444,7 @@ class NaNGuard(keras.callbacks.Callback):
             "reason": reason,
             "first_nonfinite_gradient": names[first] if 0 <= first < len(names) else None,
             "skipped": self.skipped,
+            "cause": self._cause(),
         }
         # The snapshot holds the learning rate and the step counter too: keep the
         # ones in use. The LR is lowered from where it is; the step counter goes
@@ -422,13 +453,15 @@ class NaNGuard(keras.callbacks.Callback):
         self._restore(keep=[_training_state.innermost_optimizer(self._model.optimizer).iterations,
                             _training_state.learning_rate_variable(self._model.optimizer)])
         reset = self._client.initial_values()[0]
-        reset[SKIPPED] = state[SKIPPED]
+        # The counts as they are now (on JAX `state` may be a check old): none is lost.
+        (live,) = _backend.read_values(self._model, self._client.variables)
+        reset[SKIPPED], reset[BAD_DATA] = live[SKIPPED], live[BAD_DATA]
         self._client._streak = 0
         _backend.write_values(self._model, self._client.variables, [reset])
         self._requested = None  # counters from before the rollback
         if self.rollbacks >= self.max_retries:
             self._model.stop_training = True
-            self.report = dict(event, rollbacks=self.rollbacks)
+            self.report = dict(event, rollbacks=self.rollbacks, stopped=True)
             warnings.warn(
                 f"NaNGuard: {reason} (epoch {event['epoch']}, optimizer step {event['step']}; first non-finite "
                 f"gradient in layer {event['first_nonfinite_gradient']!r}). {self.rollbacks} rollback(s) did not "
@@ -437,13 +470,15 @@ class NaNGuard(keras.callbacks.Callback):
                 stacklevel=2)
             return
         self.rollbacks += 1
-        event["lr_factor"] = self._lower_lr()
+        # A data fault never changes the learning rate; divergence lowers it.
+        event["lr_factor"] = self._lower_lr() if event["cause"] == "divergence" else 1.0
         event["rollbacks"] = self.rollbacks
         self.events.append(event)
+        lr = (f"multiplied the learning rate by {self.lr_factor:g}" if event["cause"] == "divergence" else
+              "kept the learning rate (a data fault: the weights and the loss of the other batches are fine)")
         message = (f"NaNGuard: {reason} (epoch {event['epoch']}, optimizer step {event['step']}; first non-finite "
                    f"gradient in layer {event['first_nonfinite_gradient']!r}): rolled back to the last good "
-                   f"snapshot and multiplied the learning rate by {self.lr_factor:g} "
-                   f"(rollback {self.rollbacks} of at most {self.max_retries}).")
+                   f"snapshot and {lr} (rollback {self.rollbacks} of at most {self.max_retries}).")
         warnings.warn(message, stacklevel=2)
         if self.verbose:
             logger.info(message)
@@ -463,14 +498,14 @@ class NaNGuard(keras.callbacks.Callback):
 
     def _detach(self):
         self._restore_schedule()
-        self._unpatch_loss_tracker()
         if self._tap is not None and self._client is not None:
             self._tap.detach(self._client)
         self._tap = None
 
-    def _abort(self):
+    def _abort(self, client):
         self._restore_schedule()
-        self._unpatch_loss_tracker()
+        if client is self._client:
+            self._client, self._tap = None, None
 
     def _restore_schedule(self):
         factor = _training_state.unscale_learning_rate(self._model)

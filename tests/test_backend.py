@@ -1,0 +1,69 @@
+"""keras_actkit._backend: the few backend-specific helpers, against numpy."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_actkit import _backend, _keras_internals
+from conftest import only_backends
+
+
+@pytest.mark.parametrize("poison", [None, np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", [0, 1])
+def test_all_finite_and_finite_terms_match_numpy(poison, where):
+    arrays = [np.arange(6, dtype="float32").reshape(2, 3), np.full(4, 3e38, "float32")]  # large: no overflow
+    if poison is not None:
+        arrays[where].flat[1] = poison
+    expected = all(np.all(np.isfinite(a)) for a in arrays)
+    tensors = [keras.ops.convert_to_tensor(a) for a in arrays]
+    assert bool(keras.ops.convert_to_numpy(_backend.all_finite(tensors))) is expected
+    terms = [float(keras.ops.convert_to_numpy(t)) for t in _backend.finite_terms(tensors)]
+    assert [np.isfinite(t) for t in terms] == [bool(np.all(np.isfinite(a))) for a in arrays]
+    assert bool(keras.ops.convert_to_numpy(_backend.finite_of(_backend.finite_terms(tensors)))) is expected
+
+
+@only_backends("tensorflow")
+def test_a_sparse_gradient_is_checked_by_its_values():
+    # Only TensorFlow hands an Embedding's gradient over as IndexedSlices; JAX and torch give dense arrays.
+    import tensorflow as tf
+
+    values = np.ones((2, 4), "float32")
+    good = tf.IndexedSlices(tf.constant(values), tf.constant([0, 3]), tf.constant([5, 4]))
+    values[1, 2] = np.nan
+    bad = tf.IndexedSlices(tf.constant(values), tf.constant([0, 3]), tf.constant([5, 4]))
+    assert bool(_backend.all_finite([good])) and not bool(_backend.all_finite([good, bad]))
+
+
+def test_make_train_function_calls_the_train_step_in_place_when_the_step_runs():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    x, y = np.ones((4, 3), "float32"), np.ones((4, 1), "float32")
+    model.fit(x, y, verbose=0)
+    plain = model.train_function
+    function = _backend.make_train_function(model, model.optimizer, [])
+    assert model.train_function is plain and "train_step" not in model.__dict__
+    seen = []
+    step = type(model).train_step.__get__(model)
+
+    def counted(*args):
+        seen.append(1)
+        return step(*args)
+
+    model.train_function = function
+    with _keras_internals.patched([(model, "train_step", counted)]):
+        model.train_on_batch(x, y)
+    assert seen and "train_step" not in model.__dict__
+
+
+def test_patched_puts_everything_back_when_the_block_raises():
+    class Owner:
+        def method(self):
+            return "class"
+
+    owner = Owner()
+    owner.own = "instance"
+    with pytest.raises(RuntimeError):
+        with _keras_internals.patched([(owner, "method", lambda: "patched"), (owner, "own", "patched")]):
+            assert owner.method() == "patched" and owner.own == "patched"
+            raise RuntimeError
+    assert owner.method() == "class" and owner.own == "instance" and "method" not in owner.__dict__
