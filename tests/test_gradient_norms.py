@@ -293,14 +293,34 @@ def test_plot_is_a_layers_by_steps_heatmap(tmp_path):
     figure.savefig(tmp_path / "norms.png")
 
 
-@pytest.mark.parametrize("kwargs, name", [
-    ({"every_n_steps": 0}, "every_n_steps"), ({"every_n_steps": 1.5}, "every_n_steps"),
-    ({"vanishing_ratio": 0}, "vanishing_ratio"), ({"vanishing_ratio": 1}, "vanishing_ratio"),
-    ({"exploding_factor": 1}, "exploding_factor"), ({"window": 1}, "window"),
+@pytest.mark.parametrize("kwargs, name, error", [
+    ({"every_n_steps": 0}, "every_n_steps", ValueError), ({"every_n_steps": 1.5}, "every_n_steps", TypeError),
+    ({"vanishing_ratio": 0}, "vanishing_ratio", ValueError), ({"vanishing_ratio": 1}, "vanishing_ratio", ValueError),
+    ({"exploding_factor": 1}, "exploding_factor", ValueError), ({"window": 1}, "window", ValueError),
+    # The package's policy (keras_actkit._validation): bool is not an integer, strings are not numbers.
+    ({"every_n_steps": True}, "every_n_steps", TypeError), ({"window": "20"}, "window", TypeError),
+    ({"exploding_factor": float("nan")}, "exploding_factor", ValueError),
+    ({"verbose": "yes"}, "verbose", TypeError),
 ])
-def test_bad_arguments(kwargs, name):
-    with pytest.raises(ValueError, match=f"`{name}`"):
+def test_bad_arguments(kwargs, name, error):
+    # A wrong type is a TypeError, a value out of range a ValueError (keras_actkit._validation's policy).
+    with pytest.raises(error, match=f"`{name}`"):
         GradientNormLogger(**kwargs)
+
+
+def test_numpy_scalars_are_accepted():
+    logger = GradientNormLogger(every_n_steps=np.int64(3), vanishing_ratio=np.float32(1e-4),
+                                exploding_factor=np.float64(5.0), window=np.int32(4))
+    assert (logger.every_n_steps, logger.window) == (3, 4) and type(logger.every_n_steps) is int
+    assert logger.vanishing_ratio == pytest.approx(1e-4)
+
+
+def test_unwritable_log_dir_fails_at_construction(tmp_path):
+    pytest.importorskip("tensorflow")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ValueError, match="`log_dir`"):
+        GradientNormLogger(log_dir=blocker / "tb")
 
 
 def test_all_three_callbacks_in_one_fit():

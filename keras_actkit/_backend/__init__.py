@@ -94,3 +94,9 @@ def make_train_function(model):
 
 def inference_function(model):
     return _impl().inference_function(model)
+
+
+def squared_norm(tensor):
+    """Sum of the squared entries of a gradient, a float32 scalar, also for a sparse one
+    (TensorFlow `IndexedSlices` of an `Embedding`: repeated ids' rows are summed before squaring)."""
+    return _impl().squared_norm(tensor)

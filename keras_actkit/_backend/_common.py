@@ -54,3 +54,8 @@ def make_train_function(model):
     model.make_train_function(force=True)
     function, model.train_function = model.train_function, current
     return function
+
+
+def squared_norm(tensor):
+    """Sum of the squared entries of a gradient, as a float32 scalar (dense tensors)."""
+    return keras.ops.sum(keras.ops.square(keras.ops.cast(tensor, "float32")))

@@ -174,3 +174,8 @@ def inference_function(model):
 
     return lambda x: [np.asarray(out) for out in run([v.value for v in variables], x)]
 
+
+
+def squared_norm(tensor):
+    # JAX gradients are dense.
+    return _common.squared_norm(tensor)

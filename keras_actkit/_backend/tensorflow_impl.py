@@ -54,3 +54,17 @@ def inference_function(model):
     # Variables are read when the graph runs; one trace per input signature.
     run = tf.function(lambda x: keras.tree.flatten(model(x, training=False)), reduce_retracing=True)
     return lambda x: [out.numpy() for out in run(x)]
+
+
+def squared_norm(tensor):
+    """Sum of squares of a gradient; a sparse `IndexedSlices` one (an `Embedding`'s) is summed per row first.
+
+    An `IndexedSlices` gradient holds one row per looked-up id, repeated ids
+    included: the gradient of a row is the sum of its slices, so they are
+    added (segment sum over the unique ids) before squaring.
+    """
+    if isinstance(tensor, tf.IndexedSlices):
+        unique, position = tf.unique(tensor.indices)
+        rows = tf.math.unsorted_segment_sum(tf.cast(tensor.values, "float32"), position, tf.shape(unique)[0])
+        return tf.reduce_sum(tf.square(rows))
+    return _common.squared_norm(tensor)

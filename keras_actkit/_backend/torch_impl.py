@@ -36,3 +36,10 @@ def inference_function(model):
         return [out.detach().cpu().numpy() for out in outputs]
 
     return run
+
+
+def squared_norm(tensor):
+    """Sum of squares of a gradient; a sparse torch tensor is coalesced (repeated rows summed) first."""
+    if getattr(tensor, "is_sparse", False):
+        tensor = tensor.coalesce().values()
+    return torch.sum(torch.square(tensor.to(torch.float32)))
