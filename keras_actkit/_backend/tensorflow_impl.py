@@ -68,3 +68,36 @@ def squared_norm(tensor):
         rows = tf.math.unsorted_segment_sum(tf.cast(tensor.values, "float32"), position, tf.shape(unique)[0])
         return tf.reduce_sum(tf.square(rows))
     return _common.squared_norm(tensor)
+
+
+def recording_train_function(model, function, record):
+    """`function` (a train function) with `record(batch)` called on its batch, before its step.
+
+    The batch is taken from the iterator, recorded, and handed to the step as a
+    new iterator of the same element spec (batch dimension None): the step
+    fit has traced runs it. Handing it over as a Python list instead ran
+    Keras's other, separately traced step function, which changed the logged
+    per-output losses of a multi-output model (issue 17, item 12).
+    """
+    if model.steps_per_execution != 1:
+        raise ValueError(
+            "DeadNeuronMonitor cannot capture probe samples from training with steps_per_execution > 1 "
+            "on TensorFlow (one call takes several batches from the iterator); pass `probe_data=` "
+            "(a batch of inputs)."
+        )
+    strategy = model.distribute_strategy
+    replicas = strategy.num_replicas_in_sync
+
+    def wrapped(iterator):
+        data = next(iterator)
+        if replicas > 1:
+            # Each replica's share of the batch, in order: the whole batch again.
+            data = tf.nest.map_structure(lambda v: tf.concat(strategy.experimental_local_results(v), axis=0), data)
+        record(data)
+        size = keras.tree.flatten(data)[0].shape[0]
+        dataset = tf.data.Dataset.from_tensors(data).unbatch().batch(size)
+        if replicas > 1:
+            return function(iter(strategy.experimental_distribute_dataset(dataset)))
+        return function(iter(dataset))
+
+    return wrapped

@@ -43,3 +43,13 @@ def squared_norm(tensor):
     if getattr(tensor, "is_sparse", False):
         tensor = tensor.coalesce().values()
     return torch.sum(torch.square(tensor.to(torch.float32)))
+
+
+def recording_train_function(model, function, record):
+    """`function` (a train function) with `record(batch)` called on its batch, before its step."""
+
+    def wrapped(data):
+        record(data[0])  # torch's trainer passes a list of one batch
+        return function(data)
+
+    return wrapped
