@@ -96,9 +96,14 @@ def variable_keys(model):
 
 
 def fallback_key(variable):
-    """For a variable of no walked model: its path without the variable's own name."""
+    """For a variable of no walked model: its path without its first part and its own name.
+
+    Right for a Sequential's layers (`sequential/dense/kernel`), not for a
+    Functional model's (whose paths do not start with the model's name): call
+    `variable_keys(model)` first, which registers the right keys.
+    """
     parts = variable.path.split("/")
-    return "/".join(parts[:-1]) if len(parts) > 1 else parts[0]
+    return "/".join(parts[1:-1]) if len(parts) > 2 else parts[0]
 
 
 def registered_key(variable):

@@ -154,7 +154,7 @@ class DeadNeuronMonitor(keras.callbacks.Callback):
         return default_probe_size(batch, (self.params or {}).get("steps"))
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self._capture is not None and self._capture.target is None and self._capture._unwrap is None:
+        if self._capture is not None and self._capture.pending:
             self._capture.install()
 
     def _finish_capture(self):

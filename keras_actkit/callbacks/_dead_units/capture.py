@@ -35,6 +35,11 @@ class ProbeCapture:
         self.captured, self.target, self.probe = [], None, None
         self._unwrap = None
 
+    @property
+    def pending(self):
+        """Not installed yet, and no sample captured."""
+        return self._unwrap is None and self.target is None
+
     def install(self):
         model, original = self.model, self.model.train_function
         while getattr(original, "_actkit_original", None) is not None:  # left by an interrupted fit
