@@ -40,7 +40,8 @@ class DeadNeuronMonitor(keras.callbacks.Callback):
     unit active on a few inputs only is more often taken for dead.
 
     Writes `dead_fraction/<layer>` (or `saturated_fraction/<layer>`) into
-    `logs`, warns once per layer when a fraction exceeds `threshold`,
+    `logs` (before `CSVLogger` and `TensorBoard` read them, whatever the
+    order of the callbacks), warns once per layer when a fraction exceeds `threshold`,
     naming the remedy, and keeps `.history`: per layer the fraction at each
     check, `still_dead` (units dead at this check and the one before) and
     `revived`; `.dead_units` holds the last check's boolean mask per layer.
@@ -258,7 +259,8 @@ class DeadNeuronMonitor(keras.callbacks.Callback):
                     logs[f"revived/{record.name}"] = record.revived
         if record.fraction > self.threshold:
             site = next(s for s in self.sites if s.name == record.name)
-            self._warn_once(("threshold", record.name), self._advice(site, record.fraction))
+            self._warn_once(("threshold", record.name),
+                            counting.advice(site.name, site.kind, site.info.name, record.fraction))
 
     def _probe_inputs(self):
         # The probe as backend tensors, converted once per probe (it is fixed
@@ -273,18 +275,6 @@ class DeadNeuronMonitor(keras.callbacks.Callback):
             self._converted = (self._probe, None if empty else keras.tree.map_structure(
                 keras.ops.convert_to_tensor, finite))
         return self._converted[1]
-
-    def _advice(self, site, fraction):
-        if site.kind == "dead":
-            return (f"DeadNeuronMonitor: {fraction:.0%} of the units of {site.name!r} ({site.info.name}) are dead "
-                    "(pre-activation <= 0 on every probe sample). Remedies: a leaky activation "
-                    "(keras_actkit.layers.LeakyReLU6 or PReLU), a lower learning rate "
-                    "(keras_actkit.find_lr), He initialisation (keras_actkit.match_initializers), "
-                    "or DeadNeuronMonitor(revive=True).")
-        return (f"DeadNeuronMonitor: {fraction:.0%} of the units of {site.name!r} ({site.info.name}) are "
-                "saturated on every probe sample: their gradients vanish. Remedies: a ReLU-family "
-                "activation in hidden layers, BatchNormalization before the activation, "
-                "Glorot initialisation (keras_actkit.match_initializers), a lower learning rate.")
 
     # -- results -----------------------------------------------------------------
     def plot(self, ax=None):

@@ -44,7 +44,9 @@ class GradientNormLogger(keras.callbacks.Callback):
     between run without it.
     Every record is in `.history` with its optimizer step; the epoch `logs`
     get the epoch's mean (so `History`, `CSVLogger` and `TensorBoard` record
-    them): `grad_norm/<layer>`, `grad_norm/global`, `update_ratio/<layer>`.
+    them): `grad_norm/<layer>`, `grad_norm/global`, `update_ratio/<layer>`,
+    whatever the order of the callbacks (the logger runs before `CSVLogger`
+    and `TensorBoard`). `.layer_sizes` holds the weights per layer.
 
     The norms are those of the gradient the optimizer receives, before its
     `clipnorm` / `clipvalue` / `global_clipnorm` (the update itself is
@@ -109,6 +111,7 @@ class GradientNormLogger(keras.callbacks.Callback):
 
     def _reset(self, layers):
         self.layers = list(layers)
+        self.layer_sizes = np.zeros(len(layers))  # weights per layer, in the order of `layers`
         self._records = NormRecords.empty(len(layers))
         self._epoch_start = 0
         self._warned = set()

@@ -77,3 +77,17 @@ def finite_samples(probe):
     if keep.all():
         return probe, 0
     return keras.tree.map_structure(lambda leaf: np.asarray(leaf)[keep], probe), int((~keep).sum())
+
+
+def advice(name, kind, activation, fraction):
+    """The warning for a layer whose dead (`kind="dead"`) or saturated fraction passed the threshold."""
+    if kind == "dead":
+        return (f"DeadNeuronMonitor: {fraction:.0%} of the units of {name!r} ({activation}) are dead "
+                "(pre-activation <= 0 on every probe sample). Remedies: a leaky activation "
+                "(keras_actkit.layers.LeakyReLU6 or PReLU), a lower learning rate "
+                "(keras_actkit.find_lr), He initialisation (keras_actkit.match_initializers), "
+                "or DeadNeuronMonitor(revive=True).")
+    return (f"DeadNeuronMonitor: {fraction:.0%} of the units of {name!r} ({activation}) are "
+            "saturated on every probe sample: their gradients vanish. Remedies: a ReLU-family "
+            "activation in hidden layers, BatchNormalization before the activation, "
+            "Glorot initialisation (keras_actkit.match_initializers), a lower learning rate.")
