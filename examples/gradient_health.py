@@ -50,10 +50,8 @@ def run(kind, data, epochs, seed):
         model.fit(x, y, batch_size=32, epochs=epochs, verbose=0, callbacks=[logger])
     said = [str(w.message) for w in caught if str(w.message).startswith("GradientNormLogger")]
     history = logger.history
-    sizes = {v.path.split("/")[1]: 0 for v in model.trainable_variables}
-    for v in model.trainable_variables:
-        sizes[v.path.split("/")[1]] += int(np.prod(v.shape))
-    rms = history["norms"] / np.sqrt([sizes[name] for name in history["layers"]])
+    # RMS gradient per layer: the norm over the root of the layer's weight count (in the logger's layer order).
+    rms = history["norms"] / np.sqrt(logger.layer_sizes)
     ratio = float(np.median(rms[:, 0] / rms[:, -2]))  # first layer vs last hidden layer
     return model, logger, ratio, model.evaluate(*val, verbose=0)[1], said
 

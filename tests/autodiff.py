@@ -45,7 +45,9 @@ def model_grads(model, x, y, loss_fn):
 
         with tf.GradientTape() as tape:
             loss = loss_fn(y, model(x, training=True))
-        return [g.numpy() for g in tape.gradient(loss, [v.value for v in model.trainable_variables])]
+        grads = tape.gradient(loss, [v.value for v in model.trainable_variables])
+        # An Embedding's gradient is sparse (IndexedSlices): densified, repeated rows summed.
+        return [tf.convert_to_tensor(g).numpy() for g in grads]
     if backend == "jax":
         import jax
 

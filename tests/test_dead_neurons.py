@@ -294,3 +294,136 @@ def test_history_plot_and_every_n_steps(rng):
 def test_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=name):
         DeadNeuronMonitor(**kwargs)
+
+
+class Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__(name="sub")
+        self.hidden = keras.layers.Dense(8, activation="relu")
+        self.out = keras.layers.Dense(3, activation="softmax")
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+
+@pytest.mark.parametrize("with_probe", [False, True])
+def test_subclassed_model_trains_and_is_said_once_not_measured(rng, with_probe):
+    # issue 17 item 8: fit crashed with AttributeError '_probe'.
+    x = rng.normal(size=(64, 8)).astype("float32")
+    y = rng.integers(0, 3, 64)
+    model = Subclassed()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    monitor = DeadNeuronMonitor(probe_data=x if with_probe else None)
+    history, messages = fit_quietly(model, x, y, [monitor], epochs=2, batch_size=16)
+    assert len(messages) == 1 and "subclassed" in messages[0] and "nothing is monitored" in messages[0]
+    assert not any(key.startswith("dead_fraction") for key in history.history)
+    assert monitor.history["dead_fraction"] == {} and len(history.history["loss"]) == 2
+
+
+def test_multi_output_losses_are_unchanged_by_the_capture(rng):
+    # issue 17 item 12: on TensorFlow a capture changed the logged per-output losses (the captured
+    # batches ran through a second traced step; seen with a last batch smaller than the others).
+    x = rng.normal(size=(264, 8)).astype("float32")  # 16 batches of 16 and one of 8
+    y = rng.integers(0, 3, 264)
+    logs = []
+    for callbacks in ([], [DeadNeuronMonitor(probe_size=48)]):  # 48 samples: 3 batches of 16
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((8,))
+        h = keras.layers.Dense(16, activation="relu", name="h")(inputs)
+        outputs = [keras.layers.Dense(3, activation="softmax", name=n)(h) for n in ("a", "b")]
+        model = keras.Model(inputs, outputs)
+        model.compile("adam", ["sparse_categorical_crossentropy"] * 2, metrics=[["accuracy"], ["accuracy"]])
+        history, _ = fit_quietly(model, x, [y, y], callbacks, epochs=1, batch_size=16, shuffle=False)
+        logs.append({k: v for k, v in history.history.items() if not k.startswith("dead_fraction")})
+    assert logs[0] == logs[1]
+
+
+def test_csv_logger_listed_first_still_gets_the_columns(rng, tmp_path):
+    # issue 17 item 15.
+    import csv
+
+    x = rng.normal(size=(64, 8)).astype("float32")
+    y = rng.integers(0, 3, 64)
+    model = mlp()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    path = tmp_path / "log.csv"
+    history, _ = fit_quietly(model, x, y, [keras.callbacks.CSVLogger(str(path)), DeadNeuronMonitor(probe_data=x)],
+                             epochs=2)
+    rows = list(csv.DictReader(open(path)))
+    assert [float(r["dead_fraction/fused"]) for r in rows] == history.history["dead_fraction/fused"]
+
+
+def test_history_is_per_fit_and_never_mixes_two_models(rng):
+    x = rng.normal(size=(64, 8)).astype("float32")
+    y = rng.integers(0, 3, 64)
+    monitor = DeadNeuronMonitor(probe_data=x)
+    first = mlp()
+    first.compile("adam", "sparse_categorical_crossentropy")
+    fit_quietly(first, x, y, [monitor], epochs=2)
+    second = keras.Sequential([keras.Input((8,)), keras.layers.Dense(5, activation="relu", name="only"),
+                               keras.layers.Dense(3, activation="softmax")])
+    kill(second.get_layer("only"), [0, 1])
+    second.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")
+    _, messages = fit_quietly(second, x, y, [monitor], epochs=1)
+    assert list(monitor.history["dead_fraction"]) == ["only"] and monitor.history["step"] == [2]
+    assert monitor.history["dead_fraction"]["only"] == [numpy_fraction_dead(second, x)]
+    assert any("'only'" in m for m in messages)  # the warning is per fit, not silenced by the first model's
+
+
+def numpy_fraction_dead(model, x):
+    layer = model.get_layer("only")
+    pre = x @ np_value(layer.kernel) + np_value(layer.bias)
+    return float((pre.max(0) <= 0).mean())
+
+
+def test_check_outside_fit(rng):
+    x = rng.normal(size=(32, 8)).astype("float32")
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(5, activation="relu", name="only"),
+                              keras.layers.Dense(3, activation="softmax")])
+    kill(model.get_layer("only"), [3])
+    with pytest.raises(ValueError, match="set_model"):
+        DeadNeuronMonitor().check(x)
+    monitor = DeadNeuronMonitor()
+    monitor.set_model(model)
+    assert monitor.check(x) == {"only": numpy_fraction_dead(model, x)}
+    with pytest.raises(ValueError, match="`x`"):
+        monitor.check(np.full((4, 8), np.nan, "float32"))
+
+
+def test_nan_samples_of_a_captured_probe_are_left_out(rng):
+    # One NaN row in the training data: captured, it made every unit's margin NaN
+    # (TensorFlow read 100% dead, JAX/torch 0%).
+    x = rng.normal(size=(64, 8)).astype("float32")
+    y = rng.integers(0, 3, 64)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(5, activation="relu", name="only"),
+                              keras.layers.Dense(3, activation="softmax")])
+    kill(model.get_layer("only"), [1, 4])
+    for layer in model.layers:
+        layer.trainable = False  # the NaN batch must not reach the weights (that is NaNGuard's part)
+    model.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")
+    bad = x.copy()
+    bad[3, 2] = np.nan
+    history, messages = fit_quietly(model, bad, y, [DeadNeuronMonitor(probe_size=32)], shuffle=False)
+    assert history.history["dead_fraction/only"] == [numpy_fraction_dead(model, np.delete(x[:32], 3, axis=0))]
+    assert sum("left out" in m for m in messages) == 1
+
+
+@pytest.mark.parametrize("kwargs, name, error", [
+    (dict(probe_data=np.full((4, 8), np.nan, "float32")), "probe_data", ValueError),
+    (dict(probe_data=np.zeros((0, 8), "float32")), "probe_data", ValueError),
+    (dict(seed="abc"), "seed", TypeError),
+    (dict(every_n_epochs=True), "every_n_epochs", TypeError),
+    (dict(probe_size=True), "probe_size", TypeError),
+    (dict(threshold="0.5"), "threshold", TypeError),
+    (dict(revive="yes"), "revive", TypeError),
+])
+def test_bad_arguments_are_named_at_construction(kwargs, name, error):
+    with pytest.raises(error, match=f"`{name}`"):
+        DeadNeuronMonitor(**kwargs)
+
+
+def test_numpy_scalars_are_accepted():
+    monitor = DeadNeuronMonitor(every_n_epochs=np.int64(2), threshold=np.float32(0.5), probe_size=np.int32(64),
+                                saturation=np.float64(0.02), seed=np.int64(3))
+    assert (monitor.every_n_epochs, monitor.probe_size, monitor.seed) == (2, 64, 3)
+    assert type(monitor.every_n_epochs) is int and monitor.threshold == 0.5

@@ -277,6 +277,8 @@ def test_exploding_warning_once(jump):
                   callbacks=[GradientNormLogger(every_n_steps=1)])
     said = [str(w.message) for w in caught if "exploding" in str(w.message)]
     assert len(said) == 1 and f"step {jump}:" in said[0]
+    # Which norm the test uses, and that it is taken before any clipping.
+    assert "global L2 norm" in said[0] and "before any clipnorm/clipvalue" in said[0]
 
 
 def test_plot_is_a_layers_by_steps_heatmap(tmp_path):
@@ -291,14 +293,34 @@ def test_plot_is_a_layers_by_steps_heatmap(tmp_path):
     figure.savefig(tmp_path / "norms.png")
 
 
-@pytest.mark.parametrize("kwargs, name", [
-    ({"every_n_steps": 0}, "every_n_steps"), ({"every_n_steps": 1.5}, "every_n_steps"),
-    ({"vanishing_ratio": 0}, "vanishing_ratio"), ({"vanishing_ratio": 1}, "vanishing_ratio"),
-    ({"exploding_factor": 1}, "exploding_factor"), ({"window": 1}, "window"),
+@pytest.mark.parametrize("kwargs, name, error", [
+    ({"every_n_steps": 0}, "every_n_steps", ValueError), ({"every_n_steps": 1.5}, "every_n_steps", TypeError),
+    ({"vanishing_ratio": 0}, "vanishing_ratio", ValueError), ({"vanishing_ratio": 1}, "vanishing_ratio", ValueError),
+    ({"exploding_factor": 1}, "exploding_factor", ValueError), ({"window": 1}, "window", ValueError),
+    # The package's policy (keras_actkit._validation): bool is not an integer, strings are not numbers.
+    ({"every_n_steps": True}, "every_n_steps", TypeError), ({"window": "20"}, "window", TypeError),
+    ({"exploding_factor": float("nan")}, "exploding_factor", ValueError),
+    ({"verbose": "yes"}, "verbose", TypeError),
 ])
-def test_bad_arguments(kwargs, name):
-    with pytest.raises(ValueError, match=f"`{name}`"):
+def test_bad_arguments(kwargs, name, error):
+    # A wrong type is a TypeError, a value out of range a ValueError (keras_actkit._validation's policy).
+    with pytest.raises(error, match=f"`{name}`"):
         GradientNormLogger(**kwargs)
+
+
+def test_numpy_scalars_are_accepted():
+    logger = GradientNormLogger(every_n_steps=np.int64(3), vanishing_ratio=np.float32(1e-4),
+                                exploding_factor=np.float64(5.0), window=np.int32(4))
+    assert (logger.every_n_steps, logger.window) == (3, 4) and type(logger.every_n_steps) is int
+    assert logger.vanishing_ratio == pytest.approx(1e-4)
+
+
+def test_unwritable_log_dir_fails_at_construction(tmp_path):
+    pytest.importorskip("tensorflow")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ValueError, match="`log_dir`"):
+        GradientNormLogger(log_dir=blocker / "tb")
 
 
 def test_all_three_callbacks_in_one_fit():
@@ -345,3 +367,72 @@ def test_log_dir_writes_the_records_as_tensorboard_scalars(tmp_path):
         assert scalars[("grad_norm/global", step)] == pytest.approx(history["global"][k], rel=1e-6)
         assert scalars[("grad_norm/out", step)] == pytest.approx(history["norms"][k, 2], rel=1e-6)
         assert scalars[("update_ratio/first", step)] == pytest.approx(history["update_ratios"][k, 0], rel=1e-6)
+
+
+def test_embedding_norm_sums_repeated_ids_before_squaring():
+    # issue 17 item 11: on TensorFlow the Embedding's gradient is IndexedSlices with one row
+    # per looked-up id; rows of a repeated id must be summed before squaring.
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 4, size=(16, 6)).astype("int32")  # 4 ids, each repeated many times
+    y = rng.integers(0, 3, 16).astype("int32")
+    model = keras.Sequential([keras.Input((6,), dtype="int32"), keras.layers.Embedding(20, 4, name="embed"),
+                              keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(3, name="out")])
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(keras.optimizers.SGD(0.1), loss)
+    grads = model_grads(model, ids, y, loss)  # tf.GradientTape / jax.grad / torch autograd
+    logger = GradientNormLogger(every_n_steps=1)
+    model.fit(ids, y, batch_size=16, epochs=1, shuffle=False, verbose=0, callbacks=[logger])
+    expected = {"embed": np.sqrt(np.sum(np.square(grads[0], dtype="float64"))),
+                "out": np.sqrt(sum(np.sum(np.square(g, dtype="float64")) for g in grads[1:]))}
+    assert logger.history["layers"] == ["embed", "out"]
+    np.testing.assert_allclose(logger.history["norms"][0], [expected["embed"], expected["out"]], rtol=1e-5)
+    np.testing.assert_allclose(logger.history["global"][0], np.hypot(expected["embed"], expected["out"]), rtol=1e-5)
+
+
+def test_csv_logger_listed_first_still_gets_the_columns(tmp_path):
+    # issue 17 item 15: the order of the callbacks does not matter.
+    x, y = _data()
+    model = _model()
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    path = tmp_path / "log.csv"
+    csv_logger, logger = keras.callbacks.CSVLogger(str(path)), GradientNormLogger(every_n_steps=2)
+    callbacks = [csv_logger, logger]
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=callbacks)
+    rows = list(csv.DictReader(open(path)))
+    assert len(rows) == 2 and {"grad_norm/global", "grad_norm/first", "update_ratio/out"} <= set(rows[0])
+    for row, value in zip(rows, logger.model.history.history["grad_norm/global"]):
+        assert float(row["grad_norm/global"]) == pytest.approx(value, rel=1e-6)
+    assert callbacks == [csv_logger, logger]  # the user's list is left as it was
+
+
+def test_dead_first_layer_of_a_relu_network_is_not_told_to_switch_to_relu():
+    x, y = _data(n=32)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu", name="first"),
+                              keras.layers.Dense(8, activation="relu", name="second"),
+                              keras.layers.Dense(3, name="out")])
+    first = model.get_layer("first")
+    first.bias.assign(np.full(8, -100.0, "float32"))  # every unit dead: its gradient is exactly 0
+    model.compile(keras.optimizers.SGD(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[GradientNormLogger(every_n_steps=1)])
+    said = [str(w.message) for w in caught if "vanishing" in str(w.message)]
+    assert len(said) == 1 and "'first'" in said[0]
+    assert "dead" in said[0] and "DeadNeuronMonitor" in said[0]
+    assert "ReLU-family activations" not in said[0]
+
+
+def test_state_is_reset_at_each_fit():
+    # As Keras's own callbacks: one instance serving several fits (of one model or two) starts each afresh.
+    x, y = _data(n=32)
+    logger = GradientNormLogger(every_n_steps=1)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, name="one")])
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    for _ in range(2):
+        model.fit(x, np.zeros((32, 3)), batch_size=16, epochs=1, verbose=0, callbacks=[logger])
+    np.testing.assert_array_equal(logger.history["step"], [2, 3])  # the second fit's steps only
+    other = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, name="two")])
+    other.compile(keras.optimizers.SGD(0.01), "mse")
+    other.fit(x, np.zeros((32, 3)), batch_size=16, epochs=1, verbose=0, callbacks=[logger])
+    assert logger.history["layers"] == ["two"]
+    np.testing.assert_array_equal(logger.history["step"], [0, 1])

@@ -147,3 +147,15 @@ def loss_tracked_after_apply():
 
 def bookkeeping_in_skip_branch():
     return _impl().bookkeeping_in_skip_branch()
+
+
+def squared_norm(tensor):
+    """Sum of the squared entries of a gradient, a float32 scalar, also for a sparse one
+    (TensorFlow `IndexedSlices` of an `Embedding`: repeated ids' rows are summed before squaring)."""
+    return _impl().squared_norm(tensor)
+
+
+def recording_train_function(model, function, record):
+    """A train function that calls `record(batch)` with each batch `function` (the current train
+    function) takes, then runs `function`'s step on it unchanged."""
+    return _impl().recording_train_function(model, function, record)

@@ -102,3 +102,8 @@ def bookkeeping_in_skip_branch():
     JAX the skip branch must be pure, and on torch the step is eager.
     """
     return False
+
+
+def squared_norm(tensor):
+    """Sum of the squared entries of a gradient, as a float32 scalar (dense tensors)."""
+    return keras.ops.sum(keras.ops.square(keras.ops.cast(tensor, "float32")))

@@ -195,3 +195,32 @@ def inference_function(model):
 
     return lambda x: [np.asarray(out) for out in run([v.value for v in variables], x)]
 
+
+
+def squared_norm(tensor):
+    # JAX gradients are dense.
+    return _common.squared_norm(tensor)
+
+
+def recording_train_function(model, function, record):
+    """`function` (a train function) with `record(batch)` called on each batch it takes, before its step.
+
+    The batches are read from the iterator the trainer passes; the step runs unchanged.
+    """
+
+    class Recording:
+        def __init__(self, iterator):
+            self.iterator = iterator
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            data = next(self.iterator)
+            record(data)
+            return data
+
+    def wrapped(state, iterator):
+        return function(state, Recording(iterator))
+
+    return wrapped

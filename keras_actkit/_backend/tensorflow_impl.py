@@ -70,3 +70,50 @@ def inference_function(model):
 
 def bookkeeping_in_skip_branch():
     return True  # a conditional of the guard's own would be one more function call per step
+
+
+def squared_norm(tensor):
+    """Sum of squares of a gradient; a sparse `IndexedSlices` one (an `Embedding`'s) is summed per row first.
+
+    An `IndexedSlices` gradient holds one row per looked-up id, repeated ids
+    included: the gradient of a row is the sum of its slices, so they are
+    added (segment sum over the unique ids) before squaring.
+    """
+    if isinstance(tensor, tf.IndexedSlices):
+        unique, position = tf.unique(tensor.indices)
+        rows = tf.math.unsorted_segment_sum(tf.cast(tensor.values, "float32"), position, tf.shape(unique)[0])
+        return tf.reduce_sum(tf.square(rows))
+    return _common.squared_norm(tensor)
+
+
+def recording_train_function(model, function, record):
+    """`function` (a train function) with `record(batch)` called on its batch, before its step.
+
+    The batch is taken from the iterator, recorded, and handed to the step as a
+    new iterator of the same element spec (batch dimension None): the step
+    fit has traced runs it. Handing it over as a Python list instead ran
+    Keras's other, separately traced step function, which changed the logged
+    per-output losses of a multi-output model (issue 17, item 12).
+    """
+    if model.steps_per_execution != 1:
+        raise ValueError(
+            "DeadNeuronMonitor cannot capture probe samples from training with steps_per_execution > 1 "
+            "on TensorFlow (one call takes several batches from the iterator); pass `probe_data=` "
+            "(a batch of inputs)."
+        )
+    strategy = model.distribute_strategy
+    replicas = strategy.num_replicas_in_sync
+
+    def wrapped(iterator):
+        data = next(iterator)
+        if replicas > 1:
+            # Each replica's share of the batch, in order: the whole batch again.
+            data = tf.nest.map_structure(lambda v: tf.concat(strategy.experimental_local_results(v), axis=0), data)
+        record(data)
+        size = keras.tree.flatten(data)[0].shape[0]
+        dataset = tf.data.Dataset.from_tensors(data).unbatch().batch(size)
+        if replicas > 1:
+            return function(iter(strategy.experimental_distribute_dataset(dataset)))
+        return function(iter(dataset))
+
+    return wrapped

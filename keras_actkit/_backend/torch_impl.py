@@ -44,3 +44,20 @@ def inference_function(model):
         return [out.detach().cpu().numpy() for out in outputs]
 
     return run
+
+
+def squared_norm(tensor):
+    """Sum of squares of a gradient; a sparse torch tensor is coalesced (repeated rows summed) first."""
+    if getattr(tensor, "is_sparse", False):
+        tensor = tensor.coalesce().values()
+    return torch.sum(torch.square(tensor.to(torch.float32)))
+
+
+def recording_train_function(model, function, record):
+    """`function` (a train function) with `record(batch)` called on its batch, before its step."""
+
+    def wrapped(data):
+        record(data[0])  # torch's trainer passes a list of one batch
+        return function(data)
+
+    return wrapped

@@ -39,7 +39,7 @@ import weakref
 import keras
 import numpy as np
 
-from keras_actkit import _backend, _keras_internals
+from keras_actkit import _backend, _keras_internals, _layer_paths
 
 _TAPS = weakref.WeakKeyDictionary()  # innermost optimizer -> _Tap
 
@@ -51,9 +51,8 @@ def innermost(optimizer):
 
 
 def layer_key(variable):
-    """Name of the layer owning `variable`: its path without model name and variable name."""
-    parts = variable.path.split("/")
-    return "/".join(parts[1:-1]) if len(parts) > 2 else parts[0]
+    """Name of the layer owning `variable`: its path in the model (see keras_actkit._layer_paths)."""
+    return _layer_paths.registered_key(variable)
 
 
 class StepContext:

@@ -1,131 +1,29 @@
 """GradientNormLogger: the real step's gradient norms per layer, in `logs`."""
 
 import logging
-import math
-import statistics
 import warnings
 
 import keras
 import numpy as np
 
-from keras_actkit import _backend
-from keras_actkit.callbacks import _tap
+from keras_actkit import _backend, _layer_paths, _validation
+from keras_actkit.activation_info import describe_activation
+from keras_actkit.callbacks import _log_order, _norm_rules, _tap
+from keras_actkit.callbacks._norm_client import ROWS, NormRecords, _NormClient
 
 logger = logging.getLogger("keras_actkit")
 
 
-ROWS = 64  # records the in-graph ring buffer holds between two reads
-
-
-class _NormClient(_tap.TapClient):
-    """In-graph part: on recorded steps, per-layer ‖g‖ and ‖Δw‖/‖w‖ into a ring buffer.
-
-    Buffer layout, (ROWS + 1, 3 + 2·layers) float32: row 0 holds the number of
-    records written so far; each record row holds [sequence number, optimizer
-    step, global norm, per-layer norms, per-layer update ratios]. The host reads
-    the buffer every ROWS/2 records and at the end of each epoch, so no step
-    waits for the host.
-    """
-
-    def __init__(self, every_n_steps, layers, layer_by_variable, model):
-        self.every_n_steps = every_n_steps
-        optimizer = _tap.innermost(model.optimizer)
-        # The host picks the recorded calls (see `idle_next_call`) when every
-        # call makes one step: not with several steps per call, nor inside a
-        # LossScaleOptimizer, which skips steps of its own. Next to NaNGuard,
-        # whose skipped steps do not advance the optimizer's counter, it counts
-        # calls (the record keeps the optimizer step it was made at); not under
-        # gradient accumulation, whose update steps a skip would shift.
-        self.may_idle = getattr(model, "steps_per_execution", 1) == 1 and optimizer is model.optimizer
-        self.may_idle_beside_guard = self.may_idle and not optimizer.gradient_accumulation_steps
-        self.layers = layers
-        self.layer_by_variable = layer_by_variable  # id(variable) -> layer index
-        self.signature = ("grad_norms", every_n_steps, tuple(layers), tuple(sorted(layer_by_variable.items())))
-        self.width = 3 + 2 * len(layers)
-        self._pending = None
-        self.schedule = None  # (next micro-step, accumulation steps) when the host can tell recorded steps
-
-    def sync(self, model):
-        """Count steps on the host from the optimizer's counter (read now, between steps)."""
-        if not self.may_idle:
-            return
-        optimizer = _tap.innermost(model.optimizer)
-        (iterations,) = _backend.read_values(model, [optimizer._iterations])
-        self.schedule = [int(iterations), optimizer.gradient_accumulation_steps or 0]
-
-    def idle_next_call(self):
-        # Every call is one step, counted from the optimizer's counter at the
-        # epoch's start (without a guard the count is exact; next to one, a
-        # skipped step still counts as a call).
-        micro, accumulation = self.schedule
-        self.schedule[0] += 1
-        if accumulation:
-            if (micro + 1) % accumulation:
-                return True
-            micro //= accumulation
-        return micro % self.every_n_steps != 0
-
-    def variable_specs(self):
-        return [((ROWS + 1, self.width), "float32", "keras_actkit_grad_norms")]
-
-    def before_apply(self, context):
-        ops = keras.ops
-        if self.host_decides:
-            # The host chose this call (under accumulation, checked to be an update step).
-            is_log = context.is_update
-        elif context.eager:
-            is_log = context.is_update and context.step % self.every_n_steps == 0
-        else:
-            is_log = ops.logical_and(context.is_update, ops.equal(context.step % self.every_n_steps, 0))
-        if context.eager and not is_log:
-            self._pending = None
-            return
-        # Reads that happen now, before the update (tf.identity / a torch clone;
-        # free in JAX): the weights, and the accumulators the update resets.
-        before = [ops.copy(v.value) for v in context.variables]
-        self._pending = (is_log, before, context.accumulated())
-
-    def after_apply(self, context):
-        if self._pending is None:
-            return
-        ops = keras.ops
-        is_log, before, accumulated = self._pending
-        self._pending = None
-        n = len(self.layers)
-        layer_of = [self.layer_by_variable[id(v)] for v in context.variables]
-
-        def per_layer(values):
-            sums = [ops.sum(ops.square(ops.cast(v, "float32"))) for v in values]
-            zero = ops.convert_to_tensor(0.0, "float32")
-            return ops.stack([sum((s for s, i in zip(sums, layer_of) if i == k), zero) for k in range(n)])
-
-        buffer = self.variables[0]
-        old = buffer.value
-        step = context.step
-
-        def updated():
-            grad_sq = per_layer(context.effective_grads(accumulated))
-            delta = per_layer([v.value - b for v, b in zip(context.variables, before)])
-            size = per_layer(before)
-            ratios = ops.sqrt(ops.divide_no_nan(delta, size))
-            count = old[0, 0]
-            record = ops.concatenate([
-                ops.reshape(count + 1.0, (1,)),
-                ops.reshape(ops.cast(ops.convert_to_tensor(step), "float32"), (1,)),
-                ops.reshape(ops.sqrt(ops.sum(grad_sq)), (1,)),
-                ops.sqrt(grad_sq),
-                ratios,
-            ])
-            row = 1 + ops.mod(ops.cast(count, "int32"), ROWS)
-            target = ops.reshape(ops.equal(ops.arange(ROWS + 1), row), (ROWS + 1, 1))
-            header = ops.reshape(ops.equal(ops.arange(ROWS + 1), 0), (ROWS + 1, 1))
-            new = ops.where(target, ops.reshape(record, (1, self.width)), old)
-            return ops.where(header, ops.full((ROWS + 1, self.width), count + 1.0), new)
-
-        # Only on recorded steps (a conditional in the compiled step, unless
-        # the host chose the call): a reduction per variable, and every op on
-        # TensorFlow's CPU graph executor, costs more in dispatch than in arithmetic.
-        buffer.assign(updated() if context.eager or is_log is True else ops.cond(is_log, updated, lambda: old))
+def _has_saturating_activation(model):
+    """Whether any layer of `model` uses a saturating activation (sigmoid, tanh, ...)."""
+    for layer, _ in _layer_paths.walk(model):
+        info = describe_activation(layer)
+        if info is None:
+            activation = getattr(layer, "activation", None)
+            info = describe_activation(activation) if callable(activation) or isinstance(activation, str) else None
+        if info is not None and info.is_saturating:
+            return True
+    return False
 
 
 class GradientNormLogger(keras.callbacks.Callback):
@@ -146,12 +44,23 @@ class GradientNormLogger(keras.callbacks.Callback):
     between run without it.
     Every record is in `.history` with its optimizer step; the epoch `logs`
     get the epoch's mean (so `History`, `CSVLogger` and `TensorBoard` record
-    them): `grad_norm/<layer>`, `grad_norm/global`, `update_ratio/<layer>`.
+    them): `grad_norm/<layer>`, `grad_norm/global`, `update_ratio/<layer>`,
+    whatever the order of the callbacks (the logger runs before `CSVLogger`
+    and `TensorBoard`). `.layer_sizes` holds the weights per layer.
+
+    The norms are those of the gradient the optimizer receives, before its
+    `clipnorm` / `clipvalue` / `global_clipnorm` (the update itself is
+    clipped). A layer is named by its path in the model (`lstm_a`,
+    `bilstm/forward_lstm`, `enc1_mha/query`, `block1/conv`), the same key in
+    every callback of the kit.
 
     One warning each for vanishing gradients (the RMS gradient of the first
-    third of the layers below `vanishing_ratio` times that of the last third)
-    and exploding ones (the global norm non-finite or above `exploding_factor`
-    times the median of its last `window` records), naming the layers.
+    third of the layers below `vanishing_ratio` times that of the last third;
+    a layer whose gradient is exactly 0 is reported as dead units, not as
+    vanishing) and exploding ones (the global L2 norm of the unclipped
+    gradient non-finite or above `exploding_factor` times the median of its
+    last `window` records), naming the layers. All state is reset at each
+    `fit`'s start.
 
     Args:
         every_n_steps: Record every n-th optimizer step (next to NaNGuard:
@@ -159,7 +68,7 @@ class GradientNormLogger(keras.callbacks.Callback):
         vanishing_ratio: In (0, 1). Defaults to 1e-3.
         exploding_factor: > 1. Defaults to 10.
         window: Records the exploding test compares with, >= 2. Defaults to 20.
-        log_dir: If set, also write every record to this TensorBoard log
+        log_dir: A directory that exists or can be created. If set, also write every record to this TensorBoard log
             directory: each `grad_norm/*` and `update_ratio/*` value as a
             scalar at its optimizer step, and the log10 gradient norms of all
             layers as one histogram per record (`grad_norm/log10_layers`).
@@ -180,17 +89,12 @@ class GradientNormLogger(keras.callbacks.Callback):
     def __init__(self, every_n_steps=10, vanishing_ratio=1e-3, exploding_factor=10.0, window=20, log_dir=None,
                  verbose=False):
         super().__init__()
-        if not (isinstance(every_n_steps, int) and not isinstance(every_n_steps, bool) and every_n_steps >= 1):
-            raise ValueError(f"`every_n_steps` must be an integer >= 1. Received: every_n_steps={every_n_steps!r}")
-        if not (isinstance(vanishing_ratio, (int, float)) and 0 < vanishing_ratio < 1):
-            raise ValueError(f"`vanishing_ratio` must lie in (0, 1). Received: vanishing_ratio={vanishing_ratio!r}")
-        if not (isinstance(exploding_factor, (int, float)) and exploding_factor > 1):
-            raise ValueError(f"`exploding_factor` must be > 1. Received: exploding_factor={exploding_factor!r}")
-        if not (isinstance(window, int) and not isinstance(window, bool) and window >= 2):
-            raise ValueError(f"`window` must be an integer >= 2. Received: window={window!r}")
-        self.every_n_steps = every_n_steps
-        self.vanishing_ratio, self.exploding_factor, self.window = vanishing_ratio, exploding_factor, window
-        self.verbose = verbose
+        self.every_n_steps = _validation.integer("every_n_steps", every_n_steps, minimum=1)
+        self.vanishing_ratio = _validation.number("vanishing_ratio", vanishing_ratio, 0, 1, False, False)
+        self.exploding_factor = _validation.number("exploding_factor", exploding_factor, 1, min_inclusive=False)
+        self.window = _validation.integer("window", window, minimum=2)
+        self.verbose = _validation.boolean("verbose", verbose)
+        log_dir = _validation.writable_directory("log_dir", log_dir, allow_none=True)
         if log_dir is not None:
             try:
                 import tensorboard  # noqa: F401
@@ -201,43 +105,53 @@ class GradientNormLogger(keras.callbacks.Callback):
                                  f"log_dir={log_dir!r}.") from None
         self.log_dir = None if log_dir is None else str(log_dir)
         self._writer = None
-        self.layers, self.layer_sizes = [], np.zeros(0)
-        self._records, self._epoch_records = [], []
-        self._warned = set()
+        self._reset([])
         self._client = None
         self._tap = None
 
+    def _reset(self, layers):
+        self.layers = list(layers)
+        self.layer_sizes = np.zeros(len(layers))  # weights per layer, in the order of `layers`
+        self._records = NormRecords.empty(len(layers))
+        self._epoch_start = 0
+        self._warned = set()
+
     # -- fit hooks ------------------------------------------------------------------
     def on_train_begin(self, logs=None):
-        variables = list(self._model.trainable_variables)
+        _log_order.run_before_loggers(self)
+        model = self._model
+        variables = list(model.trainable_variables)
+        self._client = None
         if not variables:
+            self._reset([])
             warnings.warn("GradientNormLogger: the model has no trainable variables; nothing to log.", stacklevel=2)
             return
+        if getattr(model, "optimizer", None) is None:
+            raise ValueError("GradientNormLogger needs a compiled model (model.optimizer is None).")
+        keys = _layer_paths.variable_keys(model)
         layers, layer_by_variable, sizes = [], {}, {}
         for variable in variables:
-            key = _tap.layer_key(variable)
+            key = keys.get(id(variable)) or _layer_paths.fallback_key(variable)
             if key not in sizes:
                 layers.append(key)
                 sizes[key] = 0
             sizes[key] += int(np.prod(variable.shape))
             layer_by_variable[id(variable)] = layers.index(key)
-        if layers != self.layers:
-            self._records = []
-        self.layers = layers
+        self._reset(layers)
         self.layer_sizes = np.array([sizes[k] for k in layers], "float64")
-        if getattr(self._model, "optimizer", None) is None:
-            raise ValueError("GradientNormLogger needs a compiled model (model.optimizer is None).")
-        self._client = _NormClient(self.every_n_steps, layers, layer_by_variable, self._model)
-        self._tap = _tap.attach(self._model, self._client)
+        self._saturating = _has_saturating_activation(model)
+        optimizer = _tap.innermost(model.optimizer)
+        self._clipping = _norm_rules.clipping_note(optimizer.clipnorm, optimizer.clipvalue, optimizer.global_clipnorm)
+        self._client = _NormClient(self.every_n_steps, layers, layer_by_variable, model)
+        self._tap = _tap.attach(model, self._client)
         # Again at each epoch's start; this one serves steps run before any epoch
         # (train_on_batch with the callback started by hand, as benchmarks/bench_step_cost.py does).
-        self._client.sync(self._model)
+        self._client.sync(model)
         self._seen, self._calls, self._lost_warned = 0, 0, False
         self._read_every = max(1, ROWS // 2 * self.every_n_steps)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_records = []
-        self._epoch = epoch
+        self._epoch_start = len(self._records)
         if self._client is not None:
             self._client.sync(self._model)  # before the epoch's first step: its counter, once per epoch
 
@@ -254,15 +168,9 @@ class GradientNormLogger(keras.callbacks.Callback):
         if self._client is None:
             return
         self._read()
-        if logs is None:
-            return
-        if self._epoch_records:
-            # Mean over the epoch's records; a NaN record (a step NaNGuard skipped) is left out.
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                logs.update(self._as_logs(np.nanmean(np.stack(self._epoch_records), axis=0)))
-        else:  # every_n_steps longer than the epoch: keep the columns
-            logs.update(self._as_logs(np.full(1 + 2 * len(self.layers), np.nan)))
+        if logs is not None:
+            # Mean over the epoch's records (NaN columns when every_n_steps is longer than the epoch).
+            logs.update(self._as_logs(*self._records.since(self._epoch_start).mean()))
 
     def on_train_end(self, logs=None):
         if self._client is not None:
@@ -287,137 +195,92 @@ class GradientNormLogger(keras.callbacks.Callback):
             self._lost_warned = True
             warnings.warn(f"GradientNormLogger: {count - self._seen - ROWS} record(s) were overwritten before "
                           "they were read (steps_per_execution much larger than every_n_steps?).", stacklevel=2)
-        rows = buffer[1:]
-        fresh = rows[rows[:, 0] > self._seen]
-        # All new records at once: one block of numpy operations per read, not
-        # one per record (a read at an epoch's end took ~0.4 ms for 4 records
-        # on the JAX MLP, most of it per-record numpy calls).
-        block = fresh[np.argsort(fresh[:, 0])][:, 1:].astype("float64")  # [step, global, norms, ratios]
+        # All new records at once: one block of numpy operations per read, not one per record.
+        fresh = NormRecords.from_buffer(buffer, self._seen, len(self.layers))
         start = len(self._records)
-        self._records.extend(block)
-        self._epoch_records.extend(block[:, 1:])
-        self._diagnose(start, block)
+        self._records.extend(fresh)
+        self._diagnose(start)
         if self.verbose:
-            for row in block:
-                logger.info("GradientNormLogger step %d: global %.3g", int(row[0]), row[1])
+            for step, value in zip(fresh.step, fresh.global_norm):
+                logger.info("GradientNormLogger step %d: global %.3g", int(step), value)
         self._seen = count
-        if self.log_dir is not None and len(block):
-            self._write_summaries(self._records[start:])
+        if self.log_dir is not None and len(fresh):
+            self._write_summaries(fresh)
 
     def _write_summaries(self, records):
         import tensorflow as tf
 
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
-        n = len(self.layers)
         with self._writer.as_default():
-            for row in records:
-                step = int(row[0])
-                for name, value in self._as_logs(row[1:]).items():
+            for k, step in enumerate(records.step):
+                step = int(step)
+                logs = self._as_logs(records.global_norm[k], records.norms[k], records.update_ratios[k])
+                for name, value in logs.items():
                     tf.summary.scalar(name, value, step=step)
-                norms = row[2: 2 + n]
+                norms = records.norms[k]
                 finite = norms[np.isfinite(norms) & (norms > 0)]
                 if finite.size:
                     tf.summary.histogram("grad_norm/log10_layers", np.log10(finite), step=step)
         self._writer.flush()
 
-    def _as_logs(self, record):
-        n = len(self.layers)
-        out = {"grad_norm/global": float(record[0])}
-        for i, name in enumerate(self.layers):
-            out[f"grad_norm/{name}"] = float(record[1 + i])
-        for i, name in enumerate(self.layers):
-            out[f"update_ratio/{name}"] = float(record[1 + n + i])
+    def _as_logs(self, global_norm, norms, ratios):
+        out = {"grad_norm/global": float(global_norm)}
+        out.update({f"grad_norm/{name}": float(value) for name, value in zip(self.layers, norms)})
+        out.update({f"update_ratio/{name}": float(value) for name, value in zip(self.layers, ratios)})
         return out
 
-    def _diagnose(self, start, fresh):
-        """Check the new records `fresh` (from index `start` of the records on); warn at the first
-        that explodes or vanishes.
-
-        Per read, not per record, and plain Python where the arrays are tiny:
-        on a small model a numpy call costs more than its arithmetic.
-        """
-        if len(self._warned) == 2 or not len(fresh):
+    def _diagnose(self, start):
+        """Check the records from index `start` on; warn once at the first that explodes or vanishes."""
+        if len(self._warned) == 2 or start >= len(self._records):
             return
-        found = []
+        records, found = self._records, []
         if "exploding" not in self._warned:
-            index = self._first_exploding(start)
+            lo = max(0, start - self.window)
+            index = _norm_rules.first_exploding(records.global_norm[lo:], start - lo, self.window,
+                                                self.exploding_factor)
             if index is not None:
-                found.append((index, 0, "exploding"))
-        n = len(self.layers)
-        if "vanishing" not in self._warned and n >= 2:
-            third = max(1, n // 3)
-            rms = fresh[:, 2: 2 + n] / np.sqrt(self.layer_sizes)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                logs = np.log(np.maximum(rms, 1e-300))
-                log_ratio = logs[:, :third].mean(axis=1) - logs[:, -third:].mean(axis=1)
-            valid = np.isfinite(rms).all(axis=1) & (rms[:, -third:] > 0).all(axis=1)
-            hits = np.flatnonzero(valid & (log_ratio < math.log(self.vanishing_ratio)))
-            if hits.size:
-                found.append((start + int(hits[0]), 1, "vanishing"))
-        for index, _, kind in sorted(found):
+                found.append((lo + index, "exploding", None))
+        if "vanishing" not in self._warned:
+            hit = _norm_rules.first_vanishing(records.norms[start:], self.layer_sizes, self.vanishing_ratio)
+            if hit is not None:
+                found.append((start + hit[0], "vanishing", hit[1]))
+        for index, kind, ratio in sorted(found, key=lambda item: item[0]):
             self._warned.add(kind)
-            if kind == "exploding":
-                self._warn_exploding(index)
-            else:
-                self._warn_vanishing(index, float(np.exp(log_ratio[index - start])))
-
-    def _first_exploding(self, start):
-        """Index of the first record from `start` on that is non-finite or above
-        `exploding_factor` times the median of the (up to `window`) records before it."""
-        lo = max(0, start - self.window)
-        norms = [float(row[1]) for row in self._records[lo:]]
-        enough = min(5, self.window)
-        for index in range(start, len(self._records)):
-            position = index - lo
-            history = norms[max(0, position - self.window): position]
-            if len(history) < enough:
-                continue
-            value = norms[position]
-            if not math.isfinite(value) or value > self.exploding_factor * statistics.median(history):
-                return index
-        return None
+            self._warn_exploding(index) if kind == "exploding" else self._warn_vanishing(index, ratio)
 
     def _warn_exploding(self, index):
-        n = len(self.layers)
-        row = self._records[index]
-        step, record = int(row[0]), row[1:]
-        norms = record[1: 1 + n]
-        before = np.stack(self._records[max(0, index - self.window): index])
-        reference = float(np.median(before[:, 1]))
-        past = np.median(before[:, 2: 2 + n], axis=0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            jump = np.where(past > 0, norms / past, np.inf)
-        jump = np.where(np.isfinite(norms), jump, np.inf)
-        order = np.argsort(-jump)[:3]
-        named = ", ".join(f"{self.layers[i]!r} ({norms[i]:.3g}, {jump[i]:.3g}x)" for i in order)
+        records = self._records
+        before = slice(max(0, index - self.window), index)
+        reference = float(np.median(records.global_norm[before]))
+        order, jumps = _norm_rules.largest_jumps(records.norms[index], records.norms[before])
+        named = ", ".join(f"{self.layers[i]!r} ({records.norms[index, i]:.3g}, {jump:.3g}x)"
+                          for i, jump in zip(order, jumps))
         warnings.warn(
-            f"GradientNormLogger: exploding gradients at step {step}: the global norm is {record[0]:.3g}, "
-            f"{self.exploding_factor:g}x above its recent median {reference:.3g}. Largest jumps: {named}. "
-            "Remedies: a lower learning rate (keras_actkit.find_lr), gradient clipping "
-            "(clipnorm=), keras_actkit.callbacks.NaNGuard, BatchNormalization.", stacklevel=3)
+            f"GradientNormLogger: exploding gradients at step {int(records.step[index])}: the global L2 norm of "
+            f"the gradient is {records.global_norm[index]:.3g}, {self.exploding_factor:g}x above its recent "
+            f"median {reference:.3g}. Largest jumps: {named}. {self._clipping} Remedies: a lower learning rate "
+            "(keras_actkit.find_lr), gradient clipping (clipnorm=), keras_actkit.callbacks.NaNGuard, "
+            "BatchNormalization.", stacklevel=3)
 
     def _warn_vanishing(self, index, ratio):
-        row = self._records[index]
         n = len(self.layers)
         third = max(1, n // 3)
         names = ", ".join(repr(self.layers[i]) for i in range(third))
         tail = ", ".join(repr(self.layers[n - third + i]) for i in range(third))
+        remedies = _norm_rules.vanishing_remedies(self._records.norms[index, :third], self._saturating)
         warnings.warn(
-            f"GradientNormLogger: vanishing gradients at step {int(row[0])}: the RMS gradient of the first "
-            f"layers ({names}) is {ratio:.2g} times that of the last layers ({tail}). Remedies: "
-            "ReLU-family activations (keras_actkit.layers.LeakyReLU6, PReLU) with matched "
-            "initialisation (keras_actkit.match_initializers), BatchNormalization, residual "
-            "connections.", stacklevel=3)
+            f"GradientNormLogger: vanishing gradients at step {int(self._records.step[index])}: the RMS gradient "
+            f"of the first layers ({names}) is {ratio:.2g} times that of the last layers ({tail}). {remedies}",
+            stacklevel=3)
 
     # -- results -------------------------------------------------------------------------
     @property
     def history(self):
         """Records so far: `step` (n,), `global` (n,), `norms` and `update_ratios` (n, layers), `layers`."""
-        n = len(self.layers)
-        rows = np.stack(self._records) if self._records else np.zeros((0, 2 + 2 * n))
-        return {"layers": list(self.layers), "step": rows[:, 0].astype(int), "global": rows[:, 1],
-                "norms": rows[:, 2: 2 + n], "update_ratios": rows[:, 2 + n:]}
+        records = self._records
+        return {"layers": list(self.layers), "step": records.step.copy(), "global": records.global_norm.copy(),
+                "norms": records.norms.copy(), "update_ratios": records.update_ratios.copy()}
 
     def plot(self, ax=None):
         """Heatmap of log10 gradient norm, layers x recorded steps; returns the figure."""

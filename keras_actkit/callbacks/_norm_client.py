@@ -1,0 +1,166 @@
+"""GradientNormLogger's in-graph part: a client of the gradient tap that records norms in-graph."""
+
+import dataclasses
+import math
+import warnings
+
+import keras
+import numpy as np
+
+from keras_actkit import _backend
+from keras_actkit.callbacks import _tap
+
+ROWS = 64  # records the in-graph ring buffer holds between two reads
+
+
+class _NormClient(_tap.TapClient):
+    """In-graph part: on recorded steps, per-layer ‖g‖ and ‖Δw‖/‖w‖ into a ring buffer.
+
+    Buffer layout, (ROWS + 1, 3 + 2·layers) float32: row 0 holds the number of
+    records written so far; each record row holds [sequence number, optimizer
+    step, global norm, per-layer norms, per-layer update ratios]. The host reads
+    the buffer every ROWS/2 records and at the end of each epoch, so no step
+    waits for the host.
+    """
+
+    def __init__(self, every_n_steps, layers, layer_by_variable, model):
+        self.every_n_steps = every_n_steps
+        optimizer = _tap.innermost(model.optimizer)
+        # The host picks the recorded calls (see `idle_next_call`) when every
+        # call makes one step: not with several steps per call, nor inside a
+        # LossScaleOptimizer, which skips steps of its own. Next to NaNGuard,
+        # whose skipped steps do not advance the optimizer's counter, it counts
+        # calls (the record keeps the optimizer step it was made at); not under
+        # gradient accumulation, whose update steps a skip would shift.
+        self.may_idle = getattr(model, "steps_per_execution", 1) == 1 and optimizer is model.optimizer
+        self.may_idle_beside_guard = self.may_idle and not optimizer.gradient_accumulation_steps
+        self.layers = layers
+        self.layer_by_variable = layer_by_variable  # id(variable) -> layer index
+        self.signature = ("grad_norms", every_n_steps, tuple(layers), tuple(sorted(layer_by_variable.items())))
+        self.width = 3 + 2 * len(layers)
+        self._pending = None
+        self.schedule = None  # (next micro-step, accumulation steps) when the host can tell recorded steps
+
+    def sync(self, model):
+        """Count steps on the host from the optimizer's counter (read now, between steps)."""
+        if not self.may_idle:
+            return
+        optimizer = _tap.innermost(model.optimizer)
+        (iterations,) = _backend.read_values(model, [optimizer._iterations])
+        self.schedule = [int(iterations), optimizer.gradient_accumulation_steps or 0]
+
+    def idle_next_call(self):
+        # Every call is one step, counted from the optimizer's counter at the
+        # epoch's start (without a guard the count is exact; next to one, a
+        # skipped step still counts as a call).
+        micro, accumulation = self.schedule
+        self.schedule[0] += 1
+        if accumulation:
+            if (micro + 1) % accumulation:
+                return True
+            micro //= accumulation
+        return micro % self.every_n_steps != 0
+
+    def variable_specs(self):
+        return [((ROWS + 1, self.width), "float32", "keras_actkit_grad_norms")]
+
+    def before_apply(self, context):
+        ops = keras.ops
+        if self.host_decides:
+            # The host chose this call (under accumulation, checked to be an update step).
+            is_log = context.is_update
+        elif context.eager:
+            is_log = context.is_update and context.step % self.every_n_steps == 0
+        else:
+            is_log = ops.logical_and(context.is_update, ops.equal(context.step % self.every_n_steps, 0))
+        if context.eager and not is_log:
+            self._pending = None
+            return
+        # Reads that happen now, before the update (tf.identity / a torch clone;
+        # free in JAX): the weights, and the accumulators the update resets.
+        before = [ops.copy(v.value) for v in context.variables]
+        self._pending = (is_log, before, context.accumulated())
+
+    def after_apply(self, context):
+        if self._pending is None:
+            return
+        ops = keras.ops
+        is_log, before, accumulated = self._pending
+        self._pending = None
+        n = len(self.layers)
+        layer_of = [self.layer_by_variable[id(v)] for v in context.variables]
+
+        def per_layer(values):
+            # Sparse gradients (an Embedding's IndexedSlices on TensorFlow) sum their repeated rows first.
+            sums = [_backend.squared_norm(v) for v in values]
+            zero = ops.convert_to_tensor(0.0, "float32")
+            return ops.stack([sum((s for s, i in zip(sums, layer_of) if i == k), zero) for k in range(n)])
+
+        buffer = self.variables[0]
+        old = buffer.value
+        step = context.step
+
+        def updated():
+            grad_sq = per_layer(context.effective_grads(accumulated))
+            delta = per_layer([v.value - b for v, b in zip(context.variables, before)])
+            size = per_layer(before)
+            ratios = ops.sqrt(ops.divide_no_nan(delta, size))
+            count = old[0, 0]
+            record = ops.concatenate([
+                ops.reshape(count + 1.0, (1,)),
+                ops.reshape(ops.cast(ops.convert_to_tensor(step), "float32"), (1,)),
+                ops.reshape(ops.sqrt(ops.sum(grad_sq)), (1,)),
+                ops.sqrt(grad_sq),
+                ratios,
+            ])
+            row = 1 + ops.mod(ops.cast(count, "int32"), ROWS)
+            target = ops.reshape(ops.equal(ops.arange(ROWS + 1), row), (ROWS + 1, 1))
+            header = ops.reshape(ops.equal(ops.arange(ROWS + 1), 0), (ROWS + 1, 1))
+            new = ops.where(target, ops.reshape(record, (1, self.width)), old)
+            return ops.where(header, ops.full((ROWS + 1, self.width), count + 1.0), new)
+
+        # Only on recorded steps (a conditional in the compiled step, unless
+        # the host chose the call): a reduction per variable, and every op on
+        # TensorFlow's CPU graph executor, costs more in dispatch than in arithmetic.
+        buffer.assign(updated() if context.eager or is_log is True else ops.cond(is_log, updated, lambda: old))
+
+
+@dataclasses.dataclass
+class NormRecords:
+    """Records of the logger, one entry per recorded step, in order."""
+
+    step: np.ndarray  # (n,) optimizer step of each record
+    global_norm: np.ndarray  # (n,) L2 norm of the whole gradient
+    norms: np.ndarray  # (n, layers) L2 norm of each layer's gradient
+    update_ratios: np.ndarray  # (n, layers) ‖Δw‖/‖w‖ of each layer's update
+
+    @classmethod
+    def empty(cls, layers):
+        return cls(np.zeros(0, int), np.zeros(0), np.zeros((0, layers)), np.zeros((0, layers)))
+
+    @classmethod
+    def from_buffer(cls, buffer, seen, layers):
+        """The buffer's records newer than the `seen`-th, in order (buffer layout: see `_NormClient`)."""
+        rows = buffer[1:]
+        fresh = rows[rows[:, 0] > seen]
+        block = fresh[np.argsort(fresh[:, 0])][:, 1:].astype("float64")
+        return cls(block[:, 0].astype(int), block[:, 1], block[:, 2: 2 + layers], block[:, 2 + layers:])
+
+    def __len__(self):
+        return len(self.step)
+
+    def extend(self, other):
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, np.concatenate([getattr(self, field.name), getattr(other, field.name)]))
+
+    def since(self, start):
+        """The records from index `start` on."""
+        return NormRecords(*(getattr(self, f.name)[start:] for f in dataclasses.fields(self)))
+
+    def mean(self):
+        """(global, norms, ratios) means over the records, a NaN record (a step NaNGuard skipped) left out."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return (float(np.nanmean(self.global_norm)) if len(self) else math.nan,
+                    np.nanmean(self.norms, axis=0) if len(self) else np.full(self.norms.shape[1], np.nan),
+                    np.nanmean(self.update_ratios, axis=0) if len(self) else np.full(self.norms.shape[1], np.nan))
