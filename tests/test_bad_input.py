@@ -137,8 +137,8 @@ CASES = [
     ("DNM-saturation", lambda: DeadNeuronMonitor(saturation=0.5), ValueError, "saturation", "0.5"),
     ("DNM-seed", lambda: DeadNeuronMonitor(seed="abc"), TypeError, "seed", "'abc'"),
     ("DNM-revive", lambda: DeadNeuronMonitor(revive="yes"), TypeError, "revive", "'yes'"),
-    ("DNM-check-outside-fit", lambda: DeadNeuronMonitor().check(np.ones((4, 6), "float32")), ValueError, "fit",
-     None),
+    ("DNM-check-outside-fit", lambda: DeadNeuronMonitor().check(np.ones((4, 6), "float32")),
+     (ValueError, RuntimeError), "fit", None),
     # LRFinder, find_lr, LRFinderResult
     ("LRFinder-start-0", lambda: LRFinder(start_lr=0.0), ValueError, "start_lr", "0.0"),
     ("LRFinder-start-str", lambda: LRFinder(start_lr="1e-5"), TypeError, "start_lr", "'1e-5'"),
@@ -202,8 +202,9 @@ XFAIL = {
         "issue 17 Bad input (state): a bare comparison TypeError that names neither argument nor value",
     'LRFinder-verbose': "issue 17 Bad input (state): a string accepted for the boolean `verbose`",
     'find_lr-batch-0': "issue 17 Bad input (state): batch_size=0 silently becomes 32",
-    'find_lr-batch-negative':
-        "issue 17 Bad input (state): batch_size=-1 fails deep in the backend ('Invalid value in tensor used for shape')",
+    # On torch the DataLoader refuses it, naming it, but only once fit has started.
+    'find_lr-batch-negative': ("issue 17 Bad input (state): batch_size=-1 fails deep in the backend "
+                               "('Invalid value in tensor used for shape')", ("tensorflow", "jax")),
     'find_lr-batch-bool': "issue 17 Bad input (state): batch_size=True accepted as 1",
     'find_lr-batch-str':
         "issue 17 Bad input (state): a bare comparison TypeError that names neither argument nor value",
@@ -216,19 +217,27 @@ XFAIL = {
 }
 
 
+def _xfail(reason):
+    """An xfail marker for `reason`, or `(reason, backends)`: then only on those backends."""
+    reason, backends = reason if isinstance(reason, tuple) else (reason, None)
+    if backends is not None and keras.backend.backend() not in backends:
+        return []
+    return [pytest.mark.xfail(strict=True, reason=reason)]
+
+
 def _params():
     for case_id, call, error, name, shown in CASES:
-        marks = [pytest.mark.xfail(strict=True, reason=XFAIL[case_id])] if case_id in XFAIL else []
+        marks = _xfail(XFAIL[case_id]) if case_id in XFAIL else []
         yield pytest.param(call, error, name, shown, id=case_id, marks=marks)
 
 
 @pytest.mark.parametrize("call, error, name, shown", list(_params()))
 def test_bad_argument_is_refused_naming_it(call, error, name, shown, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # anything a call accepted by mistake writes goes here
-    with pytest.raises((TypeError, ValueError)) as info:
+    with pytest.raises(Exception) as info:
         call()
     message = str(info.value)
-    assert type(info.value) is error or isinstance(info.value, error), f"{type(info.value).__name__}: {message}"
+    assert isinstance(info.value, error), f"{type(info.value).__name__}: {message}"
     assert name in message, message
     assert shown is None or shown in message, message
 
@@ -256,7 +265,7 @@ ACCEPTED_XFAIL = {
 
 def _accepted_params():
     for case_id, call in ACCEPTED:
-        marks = [pytest.mark.xfail(strict=True, reason=ACCEPTED_XFAIL[case_id])] if case_id in ACCEPTED_XFAIL else []
+        marks = _xfail(ACCEPTED_XFAIL[case_id]) if case_id in ACCEPTED_XFAIL else []
         yield pytest.param(call, id=case_id, marks=marks)
 
 
