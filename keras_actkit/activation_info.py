@@ -181,14 +181,16 @@ def describe_activation(obj):
             return _from_function(keras.activations.get(key))
         except ValueError:
             raise ValueError(
-                f"Unknown activation name {obj!r}. Accepted: Keras's activation "
-                "names (keras.activations), 'leaky_relu6', 'hard_swish', 'prelu'."
+                f"`obj` must be a known activation name: one of Keras's (keras.activations) or "
+                f"'leaky_relu6', 'hard_swish', 'prelu'; received obj={obj!r}."
             ) from None
     if isinstance(obj, keras.layers.Layer):
         return _from_layer(obj)
     if callable(obj):
         return _from_function(obj)
+    # A ValueError, not a TypeError, for every unrecognised activation, as this
+    # function has always raised.
     raise ValueError(
-        "Expected an activation: a name, a function or an activation layer. "
-        f"Received: {obj!r} of type {type(obj).__name__}"
+        "`obj` must be an activation: None, a name, a function or an activation layer; "
+        f"received obj={obj!r} of type {type(obj).__name__}."
     )

@@ -5,8 +5,12 @@ Every function here is registered for serialization under the package name
 `.keras` and loads back with `safe_mode=True` once `keras_actkit` is imported.
 """
 
+import math
+
 import keras
 from keras import ops
+
+from keras_actkit import _validation
 
 PACKAGE = "keras_actkit"
 
@@ -14,24 +18,17 @@ RELU6_CAP = 6.0
 
 
 def check_negative_slope(negative_slope):
-    """Return `negative_slope` as a float, or raise if it is outside [0, 1).
+    """Return `negative_slope` as a float, or raise if it is not a number in [0, 1).
 
     A slope of 1 or more turns the function into the identity (or into an
     amplifier of negative inputs): it is no longer a leaky ReLU.
     """
-    try:
-        value = float(negative_slope)
-    except (TypeError, ValueError):
-        raise ValueError(
-            "`negative_slope` must be a number in [0, 1). "
-            f"Received: negative_slope={negative_slope!r}"
-        ) from None
-    if not 0.0 <= value < 1.0:
-        raise ValueError(
-            "`negative_slope` must lie in [0, 1): 0 gives ReLU6, values "
-            "close to 1 approach the identity. "
-            f"Received: negative_slope={negative_slope!r}"
-        )
+    accepted = "a finite number in [0, 1) (0 gives ReLU6, values close to 1 approach the identity)"
+    if not _validation.is_number(negative_slope):
+        _validation._fail(TypeError, "negative_slope", negative_slope, accepted)
+    value = float(negative_slope)
+    if not (math.isfinite(value) and 0.0 <= value < 1.0):
+        _validation._fail(ValueError, "negative_slope", negative_slope, accepted)
     return value
 
 

@@ -13,64 +13,36 @@ ReLU or computed gain, as He et al. 2015 derive for the first layer: its input
 is the data, whose second moment is not the activation's.
 """
 
-import collections
 import dataclasses
 import warnings
 
 import keras
 import numpy as np
 
+from keras_actkit import _validation
+from keras_actkit._graph import INPUT_PREPROCESSING  # noqa: F401 - importable here, as before
+from keras_actkit._graph import KERNELS  # noqa: F401
+from keras_actkit._graph import PASS_THROUGH  # noqa: F401
+from keras_actkit._graph import UNIT_PRESERVING  # noqa: F401 - dead_neurons.py imports it from here
+from keras_actkit._graph import Graph as _Graph  # noqa: N814 - the name dead_neurons.py imports
+from keras_actkit._graph import has_kernel
+from keras_actkit._graph import kernel_spec as _kernel_spec
 from keras_actkit.activation_info import describe_activation
+from keras_actkit.initializers import DISTRIBUTIONS
 from keras_actkit.initializers import initializer_for_info
 
 # Activations whose rule already ignores what feeds the kernel (Glorot, LeCun).
 INPUT_LAYER_KEEPS = frozenset({"tanh", "sigmoid", "softmax", "log_softmax", "linear", "selu", "elu"})
-
-# Layers between a kernel and its activation that leave the pre-activation's
-# role intact: they normalise, drop, perturb or move values, never mix them.
-# Of those, the ones that also keep every unit in its place, unscaled by
-# statistics: drop, noise, identity.
-UNIT_PRESERVING = (
-    keras.layers.Dropout,
-    keras.layers.SpatialDropout1D,
-    keras.layers.SpatialDropout2D,
-    keras.layers.SpatialDropout3D,
-    keras.layers.GaussianNoise,
-    keras.layers.GaussianDropout,
-    keras.layers.AlphaDropout,
-    keras.layers.ActivityRegularization,
-    keras.layers.Identity,
-)
-PASS_THROUGH = (
-    keras.layers.BatchNormalization,
-    keras.layers.LayerNormalization,
-    keras.layers.GroupNormalization,
-    *UNIT_PRESERVING,
-    keras.layers.Flatten,
-    keras.layers.Reshape,
-    keras.layers.Permute,
-)
-# Input preprocessing: a kernel behind these still reads raw data.
-INPUT_PREPROCESSING = (keras.layers.Normalization, keras.layers.Rescaling)
-# (layer class, attribute of the kernel(s) whose output the activation sees,
-# attribute of its initializer). A separable conv's depthwise kernel feeds its
-# pointwise kernel linearly, so only the pointwise one is matched.
-KERNELS = (
-    (keras.layers.SeparableConv1D, "pointwise_kernel", "pointwise_initializer"),
-    (keras.layers.SeparableConv2D, "pointwise_kernel", "pointwise_initializer"),
-    (keras.layers.DepthwiseConv1D, "kernel", "depthwise_initializer"),
-    (keras.layers.DepthwiseConv2D, "kernel", "depthwise_initializer"),
-    (keras.layers.Dense, "kernel", "kernel_initializer"),
-    (keras.layers.EinsumDense, "kernel", "kernel_initializer"),
-    (keras.layers.Conv1D, "kernel", "kernel_initializer"),
-    (keras.layers.Conv2D, "kernel", "kernel_initializer"),
-    (keras.layers.Conv3D, "kernel", "kernel_initializer"),
-    (keras.layers.Conv1DTranspose, "kernel", "kernel_initializer"),
-    (keras.layers.Conv2DTranspose, "kernel", "kernel_initializer"),
-    (keras.layers.Conv3DTranspose, "kernel", "kernel_initializer"),
-)
 # What Keras gives when the user says nothing.
 _DEFAULT_INITIALIZER = keras.initializers.GlorotUniform
+# Why the kernels of layers without a rule are left as Keras draws them.
+_RECURRENT = "recurrent: the gates' sigmoid/tanh suit Keras's glorot/orthogonal defaults"
+_NOT_MATCHED = (
+    (keras.layers.Bidirectional, _RECURRENT),
+    (keras.layers.RNN, _RECURRENT),
+    (keras.layers.MultiHeadAttention, "attention: the projections feed a softmax of scores"),
+    (keras.layers.Embedding, "embedding: a lookup table, no activation acts on it"),
+)
 
 
 @dataclasses.dataclass
@@ -81,7 +53,7 @@ class MatchEntry:
     activation: str
     old: str
     new: str
-    action: str  # "matched" | "kept (user-set)" | "kept (ambiguous: ...)"
+    action: str  # "matched" | "kept (user-set)" | "kept (ambiguous)" | "kept (no rule: <reason>)"
     calibration: float = None  # kernel multiplier found by calibration, if any
 
 
@@ -115,98 +87,9 @@ def describe_initializer(init):
     return type(init).__name__
 
 
-def _kernel_spec(layer):
-    for cls, kernel_attr, init_attr in KERNELS:
-        if isinstance(layer, cls):
-            return kernel_attr, init_attr
-    return None
-
-
 def _is_user_set(init):
     # Keras resolves a missing seed to a random one; the config keeps the None.
     return not (type(init) is _DEFAULT_INITIALIZER and init.get_config().get("seed") is None)
-
-
-class _Graph:
-    """The consumers of every symbolic tensor, across nested functional models."""
-
-    def __init__(self, model):
-        self.consumers = collections.defaultdict(list)  # id(tensor) -> [(node, position)]
-        self.exits = {}  # id(inner output tensor) -> [outer output tensor]
-        self.entries = {}  # (id(model), position) -> inner input tensor
-        self.kernel_nodes = []  # (layer, node)
-        self.inner_inputs = {}  # id(nested model's input tensor) -> outer tensor
-        self.unwalkable = []
-        self._add(model)
-
-    def _add(self, model):
-        functional = getattr(model, "_functional", None) if isinstance(model, keras.Sequential) else model
-        if functional is None or not hasattr(functional, "_nodes_by_depth"):
-            self.unwalkable.append(model)
-            return
-        for depth in sorted(functional._nodes_by_depth, reverse=True):  # inputs first
-            for node in functional._nodes_by_depth[depth]:
-                if node.is_input:
-                    continue
-                for position, tensor in enumerate(node.input_tensors):
-                    self.consumers[id(tensor)].append((node, position))
-                op = node.operation
-                if isinstance(op, keras.Model):
-                    self._add_nested(op, node)
-                elif _kernel_spec(op) is not None:
-                    self.kernel_nodes.append((op, node))
-
-    def _add_nested(self, inner, node):
-        self._add(inner)
-        inner_fn = getattr(inner, "_functional", None) if isinstance(inner, keras.Sequential) else inner
-        if inner_fn is None:
-            return
-        for position, tensor in enumerate(keras.tree.flatten(inner_fn.inputs)):
-            self.entries[(id(inner), position)] = tensor
-            if position < len(node.input_tensors):
-                self.inner_inputs[id(tensor)] = node.input_tensors[position]
-        for inner_out, outer_out in zip(keras.tree.flatten(inner_fn.outputs), node.output_tensors):
-            self.exits.setdefault(id(inner_out), []).append(outer_out)
-
-    def reads_model_input(self, tensor):
-        """True if `tensor` is the model's input, up to value-preserving layers."""
-        for _ in range(10_000):
-            history = getattr(tensor, "_keras_history", None)
-            op = None if history is None else history.operation
-            if op is None or isinstance(op, keras.layers.InputLayer):
-                outer = self.inner_inputs.get(id(tensor))
-                if outer is None:
-                    return True
-                tensor = outer
-            elif isinstance(op, PASS_THROUGH + INPUT_PREPROCESSING):
-                tensor = op._inbound_nodes[history.node_index].input_tensors[0]
-            else:
-                return False
-        return False
-
-    def activations_after(self, tensor, seen=None):
-        """The first activation reached from `tensor`, one per path."""
-        seen = set() if seen is None else seen
-        if id(tensor) in seen:
-            return []
-        seen.add(id(tensor))
-        found = []
-        for outer in self.exits.get(id(tensor), []):
-            found += self.activations_after(outer, seen)
-        for node, position in self.consumers.get(id(tensor), []):
-            op = node.operation
-            info = describe_activation(op) if isinstance(op, keras.layers.Layer) else None
-            if info is not None:
-                found.append(info)
-            elif isinstance(op, keras.Model):
-                inner = self.entries.get((id(op), position))
-                if inner is not None:
-                    found += self.activations_after(inner, seen)
-            elif isinstance(op, PASS_THROUGH):
-                found += self.activations_after(node.output_tensors[0], seen)
-            else:
-                found.append(describe_activation(None))  # mixed linearly: no activation
-        return found
 
 
 def _activation_for(layer, graph, tensor):
@@ -264,17 +147,10 @@ def match_initializers(
     print(report)
     ```
     """
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"`model` must be a keras.Model. Received: {type(model).__name__}")
-    if not model.built:
-        raise ValueError("`model` must be built (give it an Input or call it once) before its kernels can be matched.")
-    if not 0.0 < tolerance < 1.0:
-        raise ValueError(f"`tolerance` must lie in (0, 1). Received: tolerance={tolerance!r}")
+    only_defaults, distribution, seed, calibration_data, tolerance = _check_arguments(
+        model, only_defaults, distribution, seed, calibration_data, tolerance)
     graph = _Graph(model)
-    report = MatchReport()
-    for unwalkable in graph.unwalkable:
-        names = [l.name for l in unwalkable._flatten_layers(include_self=False) if _kernel_spec(l)]
-        report.skipped += names or [unwalkable.name]
+    report = MatchReport(skipped=_unwalkable_kernel_layers(graph))
     if report.skipped:
         warnings.warn(
             "match_initializers cannot walk subclassed models; these kernel layers were left as "
@@ -287,34 +163,85 @@ def match_initializers(
         if id(layer) in done:
             continue  # a shared layer is matched on its first call
         done.add(id(layer))
-        kernel_attr, init_attr = _kernel_spec(layer)
-        old_init = getattr(layer, init_attr)
-        info, label = _activation_for(layer, graph, node.output_tensors[0])
-        old = describe_initializer(old_init)
-        if info is None:
-            report.entries.append(MatchEntry(layer.name, label, old, old, "kept (ambiguous)"))
+        if _kernel_spec(layer) is None:
+            report.entries.append(_not_matched(layer))
             continue
-        if only_defaults and _is_user_set(old_init):
-            report.entries.append(MatchEntry(layer.name, label, old, old, "kept (user-set)"))
-            continue
-        if info.name not in INPUT_LAYER_KEEPS and graph.reads_model_input(node.input_tensors[0]):
-            # He et al. 2015: the first layer's input is the data, not an
-            # activation's output, so its weights want n*Var[w] = 1. For ReLU
-            # the gain there only rescales everything by sqrt(2); for
-            # activations whose variance map is unstable (swish, GELU,
-            # hard-swish) it starts the signal off its fixed point.
-            new_init = keras.initializers.VarianceScaling(1.0, "fan_in", distribution, seed=seed)
-            label += " (input layer: LeCun)"
-        else:
-            new_init = initializer_for_info(info, distribution, seed)
-        kernel = getattr(layer, kernel_attr)
-        kernel.assign(new_init(kernel.shape, dtype=kernel.dtype))
-        setattr(layer, init_attr, new_init)
-        report.entries.append(MatchEntry(layer.name, label, old, describe_initializer(new_init), "matched"))
-        matched.append((layer, node, report.entries[-1]))
+        entry = _match(layer, node, graph, only_defaults, distribution, seed)
+        report.entries.append(entry)
+        if entry.action == "matched":
+            matched.append((layer, node, entry))
     if calibration_data is not None:
         _calibrate(model, matched, calibration_data, tolerance)
     return report
+
+
+def _check_arguments(model, only_defaults, distribution, seed, calibration_data, tolerance):
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`model` must be a keras.Model; received model={model!r} of type {type(model).__name__}.")
+    if not model.built:
+        raise ValueError("`model` must be built (give it an Input or call it once) before its kernels can be matched.")
+    tolerance = _validation.number("tolerance", tolerance)
+    if not 0.0 < tolerance < 1.0:
+        raise ValueError(f"`tolerance` must be a finite number in (0, 1); received tolerance={tolerance!r}.")
+    return (
+        _validation.boolean("only_defaults", only_defaults),
+        _validation.one_of("distribution", distribution, DISTRIBUTIONS),
+        _validation.seed("seed", seed),
+        _validation.finite_array("calibration_data", calibration_data, allow_none=True),
+        tolerance,
+    )
+
+
+def _unwalkable_kernel_layers(graph):
+    """Names of the kernel layers inside models that cannot be walked (subclassed)."""
+    names = []
+    for unwalkable in graph.unwalkable:
+        found = [layer.name for layer in _own_layers(unwalkable) if has_kernel(layer)]
+        names += found or [unwalkable.name]
+    return names
+
+
+def _own_layers(model):
+    """The layers a model tracks, nested models opened, other layers' own sublayers not."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _own_layers(layer)
+        else:
+            yield layer
+
+
+def _not_matched(layer):
+    reason = next((why for cls, why in _NOT_MATCHED if isinstance(layer, cls)),
+                  f"no initializer rule for {type(layer).__name__} layers")
+    init = getattr(layer, "kernel_initializer", getattr(layer, "embeddings_initializer", None))
+    old = "-" if init is None else describe_initializer(init)
+    return MatchEntry(layer.name, "-", old, old, f"kept (no rule: {reason})")
+
+
+def _match(layer, node, graph, only_defaults, distribution, seed):
+    """Re-draw one kernel for its activation; its report row."""
+    kernel_attr, init_attr = _kernel_spec(layer)
+    old_init = getattr(layer, init_attr)
+    info, label = _activation_for(layer, graph, node.output_tensors[0])
+    old = describe_initializer(old_init)
+    if info is None:
+        return MatchEntry(layer.name, label, old, old, "kept (ambiguous)")
+    if only_defaults and _is_user_set(old_init):
+        return MatchEntry(layer.name, label, old, old, "kept (user-set)")
+    if info.name not in INPUT_LAYER_KEEPS and graph.reads_model_input(node.input_tensors[0]):
+        # He et al. 2015: the first layer's input is the data, not an
+        # activation's output, so its weights want n*Var[w] = 1. For ReLU
+        # the gain there only rescales everything by sqrt(2); for
+        # activations whose variance map is unstable (swish, GELU,
+        # hard-swish) it starts the signal off its fixed point.
+        new_init = keras.initializers.VarianceScaling(1.0, "fan_in", distribution, seed=seed)
+        label += " (input layer: LeCun)"
+    else:
+        new_init = initializer_for_info(info, distribution, seed)
+    kernel = getattr(layer, kernel_attr)
+    kernel.assign(new_init(kernel.shape, dtype=kernel.dtype))
+    setattr(layer, init_attr, new_init)
+    return MatchEntry(layer.name, label, old, describe_initializer(new_init), "matched")
 
 
 def _calibrate(model, matched, data, tolerance, max_iterations=10):

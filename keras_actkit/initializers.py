@@ -21,6 +21,7 @@ import math
 import keras
 import numpy as np
 
+from keras_actkit import _validation
 from keras_actkit.activation_info import describe_activation
 
 DISTRIBUTIONS = ("truncated_normal", "untruncated_normal", "uniform")
@@ -113,20 +114,18 @@ def for_activation(activation, distribution="truncated_normal", seed=None):
     init.scale, init.mode   # (2.0, 'fan_in'): He
     ```
     """
+    seed = _validation.seed("seed", seed)
     info = describe_activation(activation)
     if info is None:
         raise ValueError(
-            f"{activation!r} is not an activation: pass a name, an activation "
-            "function or an activation layer."
+            f"`activation` must be an activation: a name, an activation function or an activation "
+            f"layer; received activation={activation!r}, a layer that is not an activation."
         )
     return initializer_for_info(info, distribution, seed)
 
 
 def initializer_for_info(info, distribution="truncated_normal", seed=None):
     """`for_activation` for an already described `ActivationInfo`."""
-    if distribution not in DISTRIBUTIONS:
-        raise ValueError(
-            f"`distribution` must be one of {DISTRIBUTIONS}. Received: distribution={distribution!r}"
-        )
+    _validation.one_of("distribution", distribution, DISTRIBUTIONS)
     _, scale, mode = rule_for(info)
     return keras.initializers.VarianceScaling(scale=scale, mode=mode, distribution=distribution, seed=seed)

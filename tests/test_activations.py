@@ -102,7 +102,11 @@ def test_hard_swish_gradient_matches_finite_differences(rng):
     np.testing.assert_allclose(grad, fd, **GRAD_TOL)
 
 
-@pytest.mark.parametrize("slope", [-0.01, 1.0, 1.5, float("nan"), "0.1x", None])
-def test_leaky_relu6_rejects_slopes_outside_unit_interval(slope):
-    with pytest.raises(ValueError, match=r"negative_slope.*\[0, 1\)"):
+@pytest.mark.parametrize("slope, error", [
+    (-0.01, ValueError), (1.0, ValueError), (1.5, ValueError), (float("nan"), ValueError),
+    # Not numbers: a TypeError, under the package's one policy.
+    ("0.1x", TypeError), (None, TypeError),
+])
+def test_leaky_relu6_rejects_slopes_outside_unit_interval(slope, error):
+    with pytest.raises(error, match=r"negative_slope.*\[0, 1\)"):
         activations.leaky_relu6(np.ones(3, "float32"), slope)

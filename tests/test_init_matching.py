@@ -233,3 +233,83 @@ def test_bad_tolerance(tolerance):
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     with pytest.raises(ValueError, match=r"tolerance.*\(0, 1\)"):
         ak.match_initializers(model, tolerance=tolerance)
+
+
+def test_resnet_convolutions_behind_batchnorm_and_add_get_he():
+    # Conv -> BN -> Add -> ReLU: the ReLU after the join acts on both branches' convolutions.
+    inputs = keras.Input((8, 8, 16))
+    r = keras.layers.BatchNormalization()(keras.layers.Conv2D(16, 3, padding="same", name="res")(inputs))
+    s = keras.layers.BatchNormalization()(keras.layers.Conv2D(16, 1, name="shortcut")(inputs))
+    h = keras.layers.ReLU()(keras.layers.Add()([r, s]))
+    h = keras.layers.Concatenate()([keras.layers.Conv2D(16, 1, name="cat")(h), h])
+    h = keras.layers.LeakyReLU(negative_slope=0.2)(h)
+    model = keras.Model(inputs, keras.layers.Dense(4, name="mixed")(h))
+    report = ak.match_initializers(model)
+    labels = {e.layer: e.activation for e in report.entries}
+    # res and shortcut read the data (LeCun); cat, behind Concatenate then a leaky ReLU, is He.
+    assert labels == {"res": "relu (input layer: LeCun)", "shortcut": "relu (input layer: LeCun)",
+                      "cat": "leaky_relu(0.2)", "mixed": "linear"}
+    assert_he(model.get_layer("cat"), 1 * 1 * 16, slope=0.2)
+
+
+def test_resnet_block_inside_the_network_gets_he_not_linear():
+    inputs = keras.Input((8, 8, 8))
+    h = keras.layers.ReLU()(keras.layers.Conv2D(16, 3, padding="same", name="stem")(inputs))
+    r = keras.layers.BatchNormalization()(keras.layers.Conv2D(16, 3, padding="same", name="res")(h))
+    h = keras.layers.ReLU()(keras.layers.Add()([r, h]))
+    model = keras.Model(inputs, h)
+    report = ak.match_initializers(model)
+    assert {e.layer: e.activation for e in report.entries}["res"] == "relu"
+    assert_he(model.get_layer("res"), 3 * 3 * 16)
+
+
+def test_every_kernel_layer_gets_a_row_with_its_action_or_reason():
+    inputs = keras.Input((6,), dtype="int32")
+    h = keras.layers.Embedding(10, 8, name="embed")(inputs)
+    h = keras.layers.LSTM(8, return_sequences=True, name="lstm")(h)
+    h = keras.layers.Bidirectional(keras.layers.GRU(4, return_sequences=True), name="bigru")(h)
+    h = keras.layers.MultiHeadAttention(2, 4, name="mha")(h, h)
+    h = keras.layers.GlobalAveragePooling1D()(h)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="relu", name="out")(h))
+    embed = model.get_layer("embed").get_weights()[0].copy()
+    report = ak.match_initializers(model)
+    actions = {e.layer: e.action for e in report.entries}
+    assert list(actions) == ["embed", "lstm", "bigru", "mha", "out"]
+    assert actions["out"] == "matched"
+    assert "embedding" in actions["embed"] and "attention" in actions["mha"]
+    assert all(actions[name].startswith("kept (no rule: recurrent") for name in ("lstm", "bigru"))
+    np.testing.assert_array_equal(model.get_layer("embed").get_weights()[0], embed)
+    text = str(report)
+    assert all(name in text for name in actions)
+
+
+def test_subclassed_model_lists_its_recurrent_and_embedding_layers_too():
+    class WithLSTM(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.embed = keras.layers.Embedding(10, 4, name="embed")
+            self.lstm = keras.layers.LSTM(4, name="lstm")
+
+        def call(self, x):
+            return self.lstm(self.embed(x))
+
+    model = WithLSTM()
+    model(np.zeros((1, 3), "int32"))
+    with pytest.warns(UserWarning, match="cannot walk"):
+        report = ak.match_initializers(model)
+    assert report.skipped == ["embed", "lstm"]
+
+
+@pytest.mark.parametrize("data, message", [
+    (np.zeros((0, 8), "float32"), "at least one sample"),
+    (np.full((4, 8), np.nan, "float32"), "finite"),
+    (np.array([[0.0] * 7 + [np.inf]], "float32"), "finite"),
+    ([], "non-empty"),
+])
+def test_bad_calibration_data_raises_before_anything_changes(data, message):
+    model = small_model()
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError, match=f"calibration_data.*{message}|{message}.*calibration_data"):
+        ak.match_initializers(model, calibration_data=data)
+    for w, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(w, b)

@@ -79,7 +79,7 @@ def test_drawn_kernel_has_the_matched_variance():
 
 
 def test_bad_distribution():
-    with pytest.raises(ValueError, match="distribution.*truncated_normal.*Received"):
+    with pytest.raises(ValueError, match="distribution.*truncated_normal.*received distribution='normal'"):
         initializers.for_activation("relu", distribution="normal")
 
 

@@ -71,10 +71,19 @@ def test_gradients_match_closed_form():
     )
 
 
-@pytest.mark.parametrize("shared_axes", [0, [1, 0], True, "1", 1.5, [None]])
-def test_invalid_shared_axes_are_rejected_at_construction(shared_axes):
-    with pytest.raises(ValueError, match="shared_axes"):
+@pytest.mark.parametrize("shared_axes, error", [
+    (0, ValueError), ([1, 0], ValueError),
+    # Not integers (bool is not one): a TypeError, under the package's one policy.
+    (True, TypeError), ("1", TypeError), (1.5, TypeError), ([None], TypeError),
+])
+def test_invalid_shared_axes_are_rejected_at_construction(shared_axes, error):
+    with pytest.raises(error, match=r"shared_axes.*received shared_axes="):
         layers.PReLU(shared_axes=shared_axes)
+
+
+def test_numpy_integer_shared_axes_are_accepted():
+    layer = layers.PReLU(shared_axes=[np.int64(1), np.int32(2)])
+    assert layer.shared_axes == [1, 2] and all(type(a) is int for a in layer.shared_axes)
 
 
 @pytest.mark.parametrize("shared_axes", [[3], [-3], [1, 4]])
@@ -88,7 +97,11 @@ def test_rank_one_input_is_rejected():
         layers.PReLU().build((5,))
 
 
-@pytest.mark.parametrize("slope", [-0.1, 1.0, 2.0, None, "x"])
-def test_leaky_relu6_layer_rejects_bad_slopes(slope):
-    with pytest.raises(ValueError, match=r"negative_slope.*\[0, 1\).*Received"):
+@pytest.mark.parametrize("slope, error", [
+    (-0.1, ValueError), (1.0, ValueError), (2.0, ValueError),
+    # Not numbers: a TypeError, under the package's one policy.
+    (None, TypeError), ("x", TypeError), (True, TypeError),
+])
+def test_leaky_relu6_layer_rejects_bad_slopes(slope, error):
+    with pytest.raises(error, match=r"negative_slope.*\[0, 1\).*received"):
         layers.LeakyReLU6(negative_slope=slope)

@@ -3,7 +3,9 @@ import warnings
 
 import keras
 
+from keras_actkit import _validation
 from keras_actkit.init_matching import match_initializers
+from keras_actkit.initializers import DISTRIBUTIONS
 
 logger = logging.getLogger(__name__)
 
@@ -37,16 +39,10 @@ class AutoInit(keras.callbacks.Callback):
 
     def __init__(self, only_defaults=True, distribution="truncated_normal", seed=None, calibration_data=None):
         super().__init__()
-        from keras_actkit.initializers import DISTRIBUTIONS
-
-        if distribution not in DISTRIBUTIONS:
-            raise ValueError(
-                f"`distribution` must be one of {DISTRIBUTIONS}. Received: distribution={distribution!r}"
-            )
-        self.only_defaults = only_defaults
-        self.distribution = distribution
-        self.seed = seed
-        self.calibration_data = calibration_data
+        self.only_defaults = _validation.boolean("only_defaults", only_defaults)
+        self.distribution = _validation.one_of("distribution", distribution, DISTRIBUTIONS)
+        self.seed = _validation.seed("seed", seed)
+        self.calibration_data = _validation.finite_array("calibration_data", calibration_data, allow_none=True)
         self.report = None
 
     def on_train_begin(self, logs=None):

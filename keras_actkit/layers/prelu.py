@@ -1,5 +1,6 @@
 import keras
 
+from keras_actkit import _validation
 from keras_actkit import activations
 
 #: He et al. 2015 ("Delving Deep into Rectifiers") start every slope at 0.25.
@@ -9,15 +10,25 @@ DEFAULT_ALPHA = 0.25
 def _check_shared_axes(shared_axes):
     if shared_axes is None:
         return None
-    axes = shared_axes if isinstance(shared_axes, (list, tuple)) else [shared_axes]
+    accepted = ("None, a non-zero integer axis or a list of them (negative values count from the last axis; "
+                "axis 0 is the batch and cannot be shared)")
+    axes = list(shared_axes) if isinstance(shared_axes, (list, tuple)) else [shared_axes]
     for axis in axes:
-        if isinstance(axis, bool) or not isinstance(axis, int) or axis == 0:
-            raise ValueError(
-                "`shared_axes` must be a non-zero integer axis or a list of "
-                "them (negative values count from the last axis; axis 0 is "
-                f"the batch and cannot be shared). Received: shared_axes={shared_axes!r}"
-            )
-    return list(axes)
+        if not _validation.is_integer(axis):
+            _validation._fail(TypeError, "shared_axes", shared_axes, accepted)
+        if axis == 0:
+            _validation._fail(ValueError, "shared_axes", shared_axes, accepted)
+    return [int(axis) for axis in axes]
+
+
+def _get(name, getter, identifier, what):
+    """`getter(identifier)` (keras.initializers.get and the like) with an error naming the argument."""
+    try:
+        return getter(identifier)
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"`{name}` must be {what}; received {name}={identifier!r} ({error})."
+        ) from None
 
 
 @keras.saving.register_keras_serializable(package=activations.PACKAGE)
@@ -65,9 +76,12 @@ class PReLU(keras.layers.Layer):
         super().__init__(**kwargs)
         if alpha_initializer is None:
             alpha_initializer = keras.initializers.Constant(DEFAULT_ALPHA)
-        self.alpha_initializer = keras.initializers.get(alpha_initializer)
-        self.alpha_regularizer = keras.regularizers.get(alpha_regularizer)
-        self.alpha_constraint = keras.constraints.get(alpha_constraint)
+        self.alpha_initializer = _get("alpha_initializer", keras.initializers.get, alpha_initializer,
+                                      "a Keras initializer, its name or its config")
+        self.alpha_regularizer = _get("alpha_regularizer", keras.regularizers.get, alpha_regularizer,
+                                      "None, a Keras regularizer, its name or its config")
+        self.alpha_constraint = _get("alpha_constraint", keras.constraints.get, alpha_constraint,
+                                     "None, a Keras constraint, its name or its config")
         self.shared_axes = _check_shared_axes(shared_axes)
         self.supports_masking = True
 

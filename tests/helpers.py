@@ -1,0 +1,310 @@
+"""Shared test helpers: data, tiny models, a quiet fit, state snapshots, "no trace left".
+
+Data comes from scikit-learn's digits (shipped with the package, nothing is
+downloaded). Every model is tiny so a fit costs a trace and a few steps.
+"""
+
+import functools
+
+import keras
+import numpy as np
+
+from keras_actkit import layers as ak_layers
+
+# ---------------------------------------------------------------- data
+
+
+@functools.lru_cache(maxsize=None)
+def _digits():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return digits.data.astype("float32"), digits.target.astype("int32")
+
+
+def digits(n=48, classes=10):
+    """`n` digits (64 pixels scaled to [0, 1]) whose label is below `classes`, as `(x, y)`."""
+    x, y = _digits()
+    keep = np.flatnonzero(y < classes)[:n]
+    return x[keep] / 16.0, y[keep]
+
+
+def digit_tokens(n=48):
+    """The digits' pixel intensities 0..16 as token ids (0 = blank = padding), shape (n, 64)."""
+    x, y = _digits()
+    return x[:n].astype("int32"), y[:n]
+
+
+def digit_images(n=48):
+    """Digits as 8x8x1 images in [0, 1]."""
+    x, y = digits(n)
+    return x.reshape(-1, 8, 8, 1), y
+
+
+def digit_sequences(n=48):
+    """Digits as sequences of 8 rows of 8 pixels."""
+    x, y = digits(n)
+    return x.reshape(-1, 8, 8), y
+
+
+# ---------------------------------------------------------------- fitting and state
+
+
+def quiet_fit(model, *args, **kwargs):
+    """`model.fit` without progress bars and (unless asked) without shuffling."""
+    kwargs.setdefault("verbose", 0)
+    kwargs.setdefault("shuffle", False)
+    return model.fit(*args, **kwargs)
+
+
+def values(variables):
+    """Copies of the variables' values, as numpy arrays."""
+    return [np.array(keras.ops.convert_to_numpy(v.value)) for v in variables]
+
+
+def state(model):
+    """Every model and optimizer variable's value (the optimizer is built first if needed)."""
+    optimizer = model.optimizer
+    if not optimizer.built:
+        optimizer.build(model.trainable_variables)
+    return {"model": values(model.variables), "optimizer": values(optimizer.variables)}
+
+
+def set_state(model, snapshot):
+    for variable, value in zip(model.variables, snapshot["model"]):
+        variable.assign(value)
+    for variable, value in zip(model.optimizer.variables, snapshot["optimizer"]):
+        variable.assign(value)
+
+
+def assert_same_values(actual, expected, what="values"):
+    """Bit-for-bit equality of two lists of arrays (NaN equal to NaN)."""
+    assert len(actual) == len(expected), f"{what}: {len(actual)} arrays, expected {len(expected)}"
+    for i, (a, e) in enumerate(zip(actual, expected)):
+        assert a.shape == e.shape, f"{what}[{i}]: shape {a.shape}, expected {e.shape}"
+        np.testing.assert_array_equal(a, e, err_msg=f"{what}[{i}] differs")
+
+
+def footprint(model):
+    """What a callback could leave behind: variable paths, and instance attributes that shadow methods."""
+    optimizer = getattr(model, "optimizer", None)
+    objects = {"model": model, "optimizer": optimizer}
+    inner = optimizer
+    while getattr(inner, "inner_optimizer", None) is not None:
+        inner = inner.inner_optimizer
+        objects["inner_optimizer"] = inner
+    tracker = getattr(model, "_loss_tracker", None)
+    if tracker is not None:
+        objects["loss_tracker"] = tracker
+
+    def patched(obj):
+        own = getattr(obj, "__dict__", {})
+        return sorted(k for k in own if "actkit" in k or callable(getattr(type(obj), k, None)) and callable(own[k]))
+
+    return {
+        "model_variables": [v.path for v in model.variables],
+        "optimizer_variables": [] if optimizer is None else [v.path for v in optimizer.variables],
+        "patched": {name: patched(obj) for name, obj in objects.items() if obj is not None},
+    }
+
+
+def assert_no_trace(model, before):
+    """Nothing of a callback is left in `model` compared with `footprint(model)` taken before it ran."""
+    after = footprint(model)
+    assert after["model_variables"] == before["model_variables"], "model variables changed"
+    assert after["optimizer_variables"] == before["optimizer_variables"], "optimizer variables changed"
+    assert after["patched"] == before["patched"], "methods left patched on the model or optimizer"
+
+
+# ---------------------------------------------------------------- gradients
+
+
+def layer_path(model, variable):
+    """The variable's layer path in the model: its path without the model's name and its own name."""
+    parts = variable.path.split("/")[:-1]
+    if parts and parts[0] == model.name:
+        parts = parts[1:]
+    return "/".join(parts)
+
+
+def loss_gradients(model, x, y, sample_weight=None):
+    """The gradient the train step hands the optimizer (loss scaling undone), by the backend's own autodiff.
+
+    The loss is Keras's `compute_loss` (compiled losses, `loss_weights`, sample
+    weights), the differentiation `tf.GradientTape` / `jax.grad` / torch
+    autograd, outside Keras's train step. Under a `LossScaleOptimizer` the loss
+    is scaled as the train step scales it and the gradient divided back.
+    """
+    backend = keras.backend.backend()
+    scale = float(keras.ops.convert_to_numpy(model.optimizer.scale_loss(keras.ops.ones(()))))
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            y_pred = model(x, training=True)
+            loss = model.compute_loss(x, y, y_pred, sample_weight, training=True) * scale
+        grads = tape.gradient(loss, [v.value for v in model.trainable_variables])
+        return [np.asarray(g if not isinstance(g, tf.IndexedSlices) else tf.convert_to_tensor(g)) / scale
+                for g in grads]
+    if backend == "jax":
+        import jax
+
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+        metrics = [v.value for v in model.metrics_variables]
+
+        def loss_of(weights):
+            y_pred, _ = model.stateless_call(weights, non_trainable, x, training=True)
+            loss, _ = model.stateless_compute_loss(weights, non_trainable, metrics, x, y, y_pred, sample_weight,
+                                                   training=True)
+            return loss * scale
+
+        # One compiled program: cheaper than JAX's op-by-op dispatch of a whole model.
+        return [np.asarray(g) / scale for g in jax.jit(jax.grad(loss_of))(trainable)]
+    if backend == "torch":
+        import torch
+
+        for v in model.trainable_variables:
+            v.value.grad = None
+        convert = functools.partial(keras.tree.map_structure, lambda a: None if a is None else torch.as_tensor(a))
+        y_pred = model(x, training=True)
+        loss = model.compute_loss(x, convert(y), y_pred, convert(sample_weight), training=True) * scale
+        loss.backward()
+        grads = [v.value.grad.detach().cpu().numpy() / scale for v in model.trainable_variables]
+        for v in model.trainable_variables:
+            v.value.grad = None
+        return grads
+    raise NotImplementedError(backend)
+
+
+def norms_by_key(model, keys, grads):
+    """Per logged key, the L2 norm of the gradients of the variables under that layer path.
+
+    Also checks the keys partition the trainable variables: every variable is
+    under exactly one key (no two layers merged, none left out).
+    """
+    paths = [layer_path(model, v) for v in model.trainable_variables]
+    owners = [[k for k in keys if p == k or p.startswith(k + "/")] for p in paths]
+    unclaimed = [p for p, o in zip(paths, owners) if not o]
+    shared = [(p, o) for p, o in zip(paths, owners) if len(o) > 1]
+    assert not unclaimed and not shared, f"keys {keys} do not partition the layers: unclaimed {unclaimed}, " \
+                                         f"claimed twice {shared}"
+    sums = dict.fromkeys(keys, 0.0)
+    for owner, grad in zip(owners, grads):
+        sums[owner[0]] += float(np.sum(np.square(grad.astype("float64"))))
+    return {k: np.sqrt(s) for k, s in sums.items()}
+
+
+# ---------------------------------------------------------------- tiny models
+
+
+def resnet_block(classes=10):
+    """Conv-BN-ReLU, Conv-BN + a 1x1 shortcut, Add, ReLU, PReLU(shared_axes=[1, 2]), GlobalAveragePooling2D."""
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(4, 3, padding="same", name="stem")(inputs)
+    h = keras.layers.ReLU(name="stem_relu")(keras.layers.BatchNormalization(name="stem_bn")(h))
+    r = keras.layers.Conv2D(4, 3, padding="same", name="res_conv1")(h)
+    r = keras.layers.ReLU(name="res_relu1")(keras.layers.BatchNormalization(name="res_bn1")(r))
+    r = keras.layers.Conv2D(4, 3, padding="same", name="res_conv2")(r)
+    r = keras.layers.BatchNormalization(name="res_bn2")(r)
+    s = keras.layers.BatchNormalization(name="short_bn")(keras.layers.Conv2D(4, 1, name="shortcut")(h))
+    h = keras.layers.ReLU(name="res_relu2")(keras.layers.Add(name="add")([r, s]))
+    h = keras.layers.Conv2D(4, 3, padding="same", name="head_conv")(h)
+    h = ak_layers.PReLU(shared_axes=[1, 2], name="head_prelu")(h)
+    h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
+    return keras.Model(inputs, keras.layers.Dense(classes, activation="softmax", name="out")(h), name="resnet")
+
+
+def recurrent(classes=10):
+    """An LSTM and a Bidirectional GRU over 8 rows of 8 pixels."""
+    inputs = keras.Input((8, 8))
+    h = keras.layers.LSTM(4, return_sequences=True, name="lstm_a")(inputs)
+    h = keras.layers.Bidirectional(keras.layers.GRU(3, return_sequences=True), name="bigru")(h)
+    h = keras.layers.GlobalAveragePooling1D(name="pool")(h)
+    return keras.Model(inputs, keras.layers.Dense(classes, activation="softmax", name="out")(h), name="recurrent")
+
+
+def _encoder_block(h, name, width=8):
+    # Seeded dropout draws its masks from a seed generator whose state the tests restore;
+    # unseeded, torch draws from its global generator, and two fits from one state differ.
+    attended = keras.layers.MultiHeadAttention(2, 4, name=f"{name}_mha")(h, h)
+    attended = keras.layers.Dropout(0.1, seed=1, name=f"{name}_drop1")(attended)
+    h = keras.layers.LayerNormalization(name=f"{name}_ln1")(keras.layers.Add(name=f"{name}_add1")([h, attended]))
+    f = keras.layers.Dense(16, activation="gelu", name=f"{name}_ff1")(h)
+    f = keras.layers.Dropout(0.1, seed=2, name=f"{name}_drop2")(keras.layers.Dense(width, name=f"{name}_ff2")(f))
+    return keras.layers.LayerNormalization(name=f"{name}_ln2")(keras.layers.Add(name=f"{name}_add2")([h, f]))
+
+
+def transformer(classes=10):
+    """An encoder block (MultiHeadAttention, LayerNormalization, GELU, Dropout) over 8 rows of 8 pixels."""
+    inputs = keras.Input((8, 8))
+    h = _encoder_block(inputs, "enc1")
+    h = keras.layers.GlobalAveragePooling1D(name="pool")(h)
+    return keras.Model(inputs, keras.layers.Dense(classes, activation="softmax", name="out")(h), name="transformer")
+
+
+@keras.saving.register_keras_serializable(package="keras_actkit_tests")
+class Subclassed(keras.Model):
+    """A subclassed model: Dense-ReLU, Dense-LeakyReLU6, softmax."""
+
+    def __init__(self, classes=10, **kwargs):
+        super().__init__(**kwargs)
+        self.classes = classes
+        self.hidden = keras.layers.Dense(16, activation="relu", name="hidden")
+        self.second = keras.layers.Dense(16, name="second")
+        self.leaky = ak_layers.LeakyReLU6(name="leaky")
+        self.out = keras.layers.Dense(classes, activation="softmax", name="out")
+
+    def call(self, x, training=None):
+        return self.out(self.leaky(self.second(self.hidden(x))))
+
+    def get_config(self):
+        return {**super().get_config(), "classes": self.classes}
+
+
+def subclassed(classes=10):
+    model = Subclassed(classes, name="subclassed")
+    model(np.zeros((1, 64), "float32"))
+    return model
+
+
+def multi_io(classes=10):
+    """Two inputs through one shared Dense, two softmax outputs `a` and `b`."""
+    left, right = keras.Input((32,), name="left"), keras.Input((32,), name="right")
+    shared = keras.layers.Dense(8, activation="relu", name="shared")
+    joined = keras.layers.Concatenate(name="join")([shared(left), shared(right)])
+    a = keras.layers.Dense(classes, activation="softmax", name="a")(joined)
+    b = keras.layers.Dense(classes, activation="softmax", name="b")(keras.layers.Dense(8, name="b_hidden")(joined))
+    return keras.Model([left, right], {"a": a, "b": b}, name="multi_io")
+
+
+def embedding(classes=10, vocabulary=17):
+    """Embedding(mask_zero=True) of the pixel intensities, masked average, Dense-ReLU."""
+    inputs = keras.Input((64,), dtype="int32")
+    h = keras.layers.Embedding(vocabulary, 4, mask_zero=True, name="embed")(inputs)
+    h = keras.layers.GlobalAveragePooling1D(name="pool")(h)
+    h = keras.layers.Dense(8, activation="relu", name="hidden")(h)
+    return keras.Model(inputs, keras.layers.Dense(classes, activation="softmax", name="out")(h), name="embedding")
+
+
+def mlp(classes=10, name="mlp"):
+    """Dense-ReLU, Dense-HardSwish, softmax on 64 pixels."""
+    return keras.Sequential([
+        keras.Input((64,)),
+        keras.layers.Dense(16, activation="relu", name="hidden"),
+        keras.layers.Dense(16, name="second"),
+        ak_layers.HardSwish(name="hswish"),
+        keras.layers.Dense(classes, activation="softmax", name="out"),
+    ], name=name)
+
+
+def kernel_layers(model):
+    """Every layer of the model's graph (nested models walked) owning a kernel, recurrent kernel or embedding."""
+    names = ("kernel", "recurrent_kernel", "embeddings", "pointwise_kernel", "depthwise_kernel")
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            found += kernel_layers(layer)
+        elif any(w.path.split("/")[-1] in names for w in layer.weights):
+            found.append(layer.name)
+    return found
