@@ -128,3 +128,11 @@ def test_problem_kind_is_checked_and_the_table_names_everything():
     for part in ("dead_relu", "dense_1", "80%", "leaky_relu", "epoch 2", "20%"):
         assert part in text
     assert str(Diagnosis([])).startswith("Healthy")
+
+
+def test_a_loss_no_better_than_guessing_counts_as_stalled_after_k_epochs():
+    # Falling 2% an epoch, but from above the loss of guessing (log 2) and still above it.
+    falling = [0.78, 0.76, 0.745]
+    assert not rules.stalled(record(falling, initial=0.8))
+    assert rules.stalled(record(falling, initial=0.8, chance_loss=np.log(2)))
+    assert not rules.stalled(record([0.68, 0.6, 0.5], initial=0.8, chance_loss=np.log(2)))

@@ -12,8 +12,7 @@ from keras_actkit.diagnosis.trial import copy_model, run_trial
 # At most this many repairs, each a full trial: with detection, <= ~6 plain fits.
 MAX_ATTEMPTS = 4
 # Findings for which the range test's suggestion makes the prescription concrete.
-_LR_KINDS = {"non_finite", "exploding_gradient", "oscillating_loss", "lr_too_high", "lr_too_low", "not_learning",
-             "dead_relu"}
+_LR_KINDS = {"non_finite", "exploding_gradient", "oscillating_loss", "lr_too_high", "lr_too_low"}
 _SCORES = ("val_accuracy", "val_acc", "val_binary_accuracy", "val_sparse_categorical_accuracy",
            "val_categorical_accuracy", "val_loss", "accuracy", "acc", "binary_accuracy",
            "sparse_categorical_accuracy", "categorical_accuracy", "loss")
@@ -31,11 +30,6 @@ def _check_arguments(model, epochs, batch_size, repair):
     epochs = _validation.integer("epochs", epochs, minimum=1)
     batch_size = _validation.integer("batch_size", batch_size, minimum=1, allow_none=True)
     return epochs, batch_size, _validation.boolean("repair", repair)
-
-
-def _trial(model, x, y, settings, early=True):
-    record, history, certain, notes = run_trial(model, x, y, early=early, **settings)
-    return record, history, certain, notes
 
 
 def _range_test(model, x, y, settings, record, notes):
@@ -58,7 +52,7 @@ def _timed(problems, certain, record):
 
 def _findings(model, x, y, settings, notes, static):
     """One trial of `model` (already a copy): its problems (timed), history and record."""
-    record, history, certain, trial_notes = _trial(model, x, y, settings)
+    record, history, certain, trial_notes = run_trial(model, x, y, **settings)
     notes.extend(trial_notes)
     found = rules.evaluate(record)
     if static:  # a structural cause explains a run that does not learn

@@ -190,7 +190,8 @@ REPAIRS = {
 }
 
 # Per kind, the fixes to try, cheapest and most likely first (AUTOTRAINER's
-# repair.py order for the gradient problems: activation+initialiser first).
+# repair.py order for the gradient problems: SELU+LeCun, then ReLU+He; narrow deep
+# ReLU stacks die where SELU keeps its units alive).
 PLAN = {
     "output_loss_mismatch": ("fix_output",),
     "unscaled_input": ("normalize_input",),
@@ -199,8 +200,8 @@ PLAN = {
     "bad_initialization": ("match_init",),
     "non_finite": ("lower_lr", "clipnorm"),
     "exploding_gradient": ("clipnorm", "lower_lr"),
-    "vanishing_gradient": ("relu_he", "selu_lecun", "adam"),
-    "saturated_activation": ("relu_he", "selu_lecun"),
+    "vanishing_gradient": ("selu_lecun", "relu_he", "raise_lr"),
+    "saturated_activation": ("selu_lecun", "relu_he"),
     "dead_relu": ("leaky_relu_he", "lower_lr"),
     "lr_too_high": ("lower_lr", "clipnorm"),
     "oscillating_loss": ("lower_lr", "clipnorm"),

@@ -101,14 +101,20 @@ def progress(record):
 
 
 def stalled(record):
-    """True while the loss is neither falling nor low: no 1% gain over the last k epochs, above half its start."""
+    """True while the loss is neither falling nor low.
+
+    After k epochs (10% of the budget, at least 2): no 1% gain over the last
+    k epochs, or (cross-entropies) still no better than guessing; and less
+    than half of the reference loss removed.
+    """
     series = _series(record)
     k = max(2, math.ceil(PLATEAU_SHARE * record.epochs))
     if len(series) < k + 1 or not np.isfinite(series).all():
         return False
     before, window = series[-k - 1], series[-k:]
     gain = (before - window.min()) / abs(before) if before else 0.0
-    return bool(gain < PLATEAU and progress(record) < HALF)
+    guessing = bool(record.chance_loss and window.min() > (1 - PLATEAU) * record.chance_loss)
+    return bool((gain < PLATEAU or guessing) and progress(record) < HALF)
 
 
 def no_progress(record):
