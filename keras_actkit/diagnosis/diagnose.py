@@ -142,13 +142,10 @@ def _repair(result, model, x, y, settings):
         static = static_problems(new)
         found, history, record = _findings(new, x, y, settings, notes, static)
         attempt = Attempt(name, words, code, score_of(history, result.monitor),
-                          tuple(p.kind for p in static + found), new)
-        attempt.record = record
+                          tuple(p.kind for p in static + found), new, record)
         result.attempts.append(attempt)
         if attempt.score > result.score and (best is None or attempt.score > best.score):
             best = attempt
-        if best is attempt and not attempt.problems:
-            break  # healthy and better than the original: the cheapest fix that works
     if best is not None:
         result.repaired_model = best.model
         result.repair = {"name": best.name, "words": best.words, "code": best.code, "score": best.score}

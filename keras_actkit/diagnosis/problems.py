@@ -53,6 +53,7 @@ class Attempt:
         score: The run's validation score (higher is better).
         problems: Kinds of the problems the repaired run still showed.
         model: The model trained with the fix.
+        record: Its trial run's measurements (a `TrialRecord`).
     """
 
     name: str
@@ -61,6 +62,7 @@ class Attempt:
     score: float
     problems: tuple
     model: object = dataclasses.field(default=None, repr=False)
+    record: object = dataclasses.field(default=None, repr=False)
 
 
 def _when(problem):

@@ -179,6 +179,19 @@ def match_init(model, context):
         "keras_actkit.match_initializers(model)"
 
 
+def then(first, second):
+    """Two repairs in turn: `second` applied to `first`'s (untrained) model."""
+    def repair(model, context):
+        built = REPAIRS[first](model, context)
+        if built is None:
+            return None
+        more = REPAIRS[second](built[0], context)
+        if more is None:
+            return None
+        return more[0], f"{built[1]}, and {more[1]}", f"{built[2]}\n{more[2]}"
+    return repair
+
+
 REPAIRS = {
     "relu_he": swap_activation(_SATURATING, "relu", "he_normal", "ReLU and He-normal initialisation"),
     "selu_lecun": swap_activation(_SATURATING, "selu", "lecun_normal", "SELU and LeCun-normal initialisation"),
@@ -188,6 +201,8 @@ REPAIRS = {
     "lower_lr": lower_lr, "raise_lr": raise_lr, "clipnorm": clipnorm, "adam": adam,
     "fix_output": fix_output, "normalize_input": normalize_input, "match_init": match_init,
 }
+# A deep net the activation fix has revived may still be too slow for the budget at the old LR.
+REPAIRS["selu_lecun+raise_lr"] = then("selu_lecun", "raise_lr")
 
 # Per kind, the fixes to try, cheapest and most likely first (AUTOTRAINER's
 # repair.py order for the gradient problems: SELU+LeCun, then ReLU+He; narrow deep
@@ -200,8 +215,8 @@ PLAN = {
     "bad_initialization": ("match_init",),
     "non_finite": ("lower_lr", "clipnorm"),
     "exploding_gradient": ("clipnorm", "lower_lr"),
-    "vanishing_gradient": ("selu_lecun", "relu_he", "raise_lr"),
-    "saturated_activation": ("selu_lecun", "relu_he"),
+    "vanishing_gradient": ("selu_lecun", "relu_he", "selu_lecun+raise_lr"),
+    "saturated_activation": ("selu_lecun", "relu_he", "selu_lecun+raise_lr"),
     "dead_relu": ("leaky_relu_he", "lower_lr"),
     "lr_too_high": ("lower_lr", "clipnorm"),
     "oscillating_loss": ("lower_lr", "clipnorm"),
