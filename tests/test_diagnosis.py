@@ -207,3 +207,29 @@ def test_plot_saves_one_figure(tmp_path):
     assert path.stat().st_size > 0
     assert len(figure.axes) == 3
     assert figure.axes[1].get_yscale() == "log" and len(figure.axes[1].lines) == len(d.record.grad_layers)
+
+
+@keras.saving.register_keras_serializable("test_diagnosis")
+class _Subclassed(keras.Model):
+    def __init__(self, units=8, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.hidden = L.Dense(units, activation="relu")
+        self.out = L.Dense(1, activation="sigmoid")
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+    def get_config(self):
+        return {"units": self.units, **super().get_config()}
+
+
+def test_a_subclassed_model_is_judged_on_what_can_be_measured_and_says_what_cannot():
+    x, y = data()
+    model = _Subclassed()
+    model(x[:2])
+    model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
+    d = ak.diagnose(model, x, y, epochs=2, batch_size=BATCH)
+    assert any("dead and saturated units were not measured" in note for note in d.notes)
+    assert any("checks need a Functional or Sequential model" in note for note in d.notes)
+    assert len(d.record.grad_layers) == 2 and d.record.dead == {}

@@ -1,12 +1,14 @@
 """`diagnose`: a trial run on a copy of the model; what is wrong, where, the evidence, the cure."""
 
+import warnings
+
 import keras
 
 from keras_actkit import _validation
 from keras_actkit.callbacks.lr_finder import find_lr
 from keras_actkit.diagnosis import repairs, rules
 from keras_actkit.diagnosis.problems import Attempt, Diagnosis, score_of
-from keras_actkit.diagnosis.static import input_problems, static_problems
+from keras_actkit.diagnosis.static import input_problems, static_notes, static_problems
 from keras_actkit.diagnosis.trial import copy_model, run_trial
 
 # At most this many repairs, each a full trial: with detection, <= ~6 plain fits.
@@ -34,7 +36,9 @@ def _check_arguments(model, epochs, batch_size, repair):
 
 def _range_test(model, x, y, settings, record, notes):
     try:
-        result = find_lr(copy_model(model), x, y, batch_size=settings["batch_size"], num_steps=100)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # its advice on its own settings is not the user's concern here
+            result = find_lr(copy_model(model), x, y, batch_size=settings["batch_size"], num_steps=100)
     except Exception as error:  # the range test is advice for the prescription, not the diagnosis itself
         notes.append(f"the learning-rate range test failed ({type(error).__name__}: {error}); "
                      "LR prescriptions are generic")
@@ -104,7 +108,7 @@ def diagnose(model, x, y=None, *, validation_data=None, epochs=10, batch_size=No
     ```
     """
     epochs, batch_size, repair = _check_arguments(model, epochs, batch_size, repair)
-    notes = []
+    notes = static_notes(model)
     if fit_kwargs.pop("callbacks", None):
         notes.append("the callbacks passed were not run in the trial (they could write files or act on the copy)")
     settings = dict(epochs=epochs, batch_size=batch_size, validation_data=validation_data, fit_kwargs=fit_kwargs)

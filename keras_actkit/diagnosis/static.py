@@ -46,10 +46,15 @@ def loss_spec(model):
     return None, False
 
 
+def is_graph(model):
+    """True for Sequential and Functional models: their layers and outputs can be read without running them."""
+    return isinstance(model, keras.Sequential) or bool(getattr(model, "outputs", None))
+
+
 def chance_loss(model):
     """The loss of guessing for a single-output cross-entropy: log(classes) (binary: log 2 per unit), else None."""
     loss, _ = loss_spec(model)
-    if loss is None or len(model.outputs) != 1:
+    if loss is None or not is_graph(model) or len(model.outputs) != 1:
         return None
     units = model.outputs[0].shape[-1]
     if loss.startswith("binary"):
@@ -60,7 +65,9 @@ def chance_loss(model):
 
 
 def output_layers(model):
-    """The layers producing the model's outputs."""
+    """The layers producing the model's outputs (none known for a subclassed model)."""
+    if not is_graph(model):
+        return []
     names = getattr(model, "output_names", None)
     if isinstance(model, keras.Sequential) or not names:
         return [model.layers[-1]] if model.layers else []
@@ -74,6 +81,8 @@ def _activation_name(layer):
 
 
 def _output_problem(model):
+    if not is_graph(model):
+        return None
     outputs = output_layers(model)
     if len(outputs) != 1 or len(model.outputs) != 1:
         return None
@@ -110,6 +119,8 @@ def _output_problem(model):
 
 
 def _hidden_softmax(model):
+    if not is_graph(model):
+        return None  # which layer is the output is not known
     out = {layer.name for layer in output_layers(model)}
     hidden = [layer.name for layer in model.layers if layer.name not in out and _activation_name(layer) == "softmax"]
     if not hidden:
@@ -140,6 +151,8 @@ def _missing_nonlinearity(model):
 
 
 def _bad_initialization(model):
+    if not is_graph(model):
+        return None
     out = {layer.name for layer in output_layers(model)}
     symmetric, large = [], []
     for layer in model.layers:
@@ -196,7 +209,15 @@ def check_model(model):
         raise TypeError(f"`model` must be a keras.Model; received model={model!r}.")
     if not model.built:
         raise ValueError("`model` must be built: give it an Input (or call it once) before check_model.")
-    return Diagnosis(static_problems(model))
+    return Diagnosis(static_problems(model), static_notes(model))
+
+
+def static_notes(model):
+    """What the static checks could not look at."""
+    if is_graph(model):
+        return []
+    return [f"{type(model).__name__} is a subclassed model: the output/loss, hidden softmax, linear stack and "
+            "initialisation checks need a Functional or Sequential model and were skipped"]
 
 
 def input_problems(model, x):

@@ -16,7 +16,7 @@ from keras_actkit.callbacks.dead_neurons import DeadNeuronMonitor
 from keras_actkit.callbacks.gradient_norms import GradientNormLogger
 from keras_actkit.callbacks.nan_guard import NaNGuard
 from keras_actkit.diagnosis import rules
-from keras_actkit.diagnosis.static import chance_loss, output_layers
+from keras_actkit.diagnosis.static import chance_loss, is_graph, output_layers
 
 # Gradient records per epoch (the logger records every n-th step).
 RECORDS_PER_EPOCH = 4
@@ -121,7 +121,9 @@ def run_trial(model, x, y, *, epochs, batch_size, validation_data, fit_kwargs, e
     """Train `model` (a copy) with the instruments; returns (TrialRecord, history dict, certain {kind: epoch}, notes)."""
     steps = steps_per_epoch(x, batch_size, fit_kwargs)
     logger = GradientNormLogger(every_n_steps=max(1, (steps or 40) // RECORDS_PER_EPOCH))
-    monitor = DeadNeuronMonitor()
+    # DeadNeuronMonitor probes layer outputs of a graph; on a subclassed model it
+    # has nothing to probe (and, at this commit, fails at the epoch's end).
+    monitor = DeadNeuronMonitor() if is_graph(model) else None
     guard = NaNGuard(max_retries=0)
     outputs = tuple(layer.name for layer in output_layers(model))
     start = initial_loss(model, x, y, batch_size)
@@ -136,8 +138,9 @@ def run_trial(model, x, y, *, epochs, batch_size, validation_data, fit_kwargs, e
             val_loss=np.asarray(history["val_loss"], "float64") if "val_loss" in history else None,
             lr=lr, grad_layers=grads["layers"], grad_sizes=np.asarray(logger.layer_sizes, "float64"),
             grad_steps=grads["step"], grad_global=grads["global"], grad_norms=grads["norms"],
-            update_ratios=grads["update_ratios"], dead=_fractions(monitor.history, "dead_fraction"),
-            saturated=_fractions(monitor.history, "saturated_fraction"), skipped=guard.skipped,
+            update_ratios=grads["update_ratios"],
+            dead=_fractions(monitor.history, "dead_fraction") if monitor else {},
+            saturated=_fractions(monitor.history, "saturated_fraction") if monitor else {}, skipped=guard.skipped,
             output_layers=outputs, chance_loss=chance)
 
     watch = _Watch(build_record, epochs, steps, early)
@@ -146,7 +149,10 @@ def run_trial(model, x, y, *, epochs, batch_size, validation_data, fit_kwargs, e
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model.fit(x, y, epochs=epochs, batch_size=batch_size, validation_data=validation_data,
-                  callbacks=[guard, logger, monitor, watch], **kwargs)
+                  callbacks=[c for c in (guard, logger, monitor, watch) if c is not None], **kwargs)
     notes = sorted({str(w.message) for w in caught if any(c in str(w.message) for c in _CANNOT)})
+    if monitor is None:
+        notes.append(f"{type(model).__name__} is a subclassed model: dead and saturated units were not measured "
+                     "(they need the layer outputs of a Functional or Sequential model)")
     record = build_record(watch.history)
     return record, watch.history, watch.certain, notes
