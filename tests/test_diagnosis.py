@@ -233,3 +233,17 @@ def test_a_subclassed_model_is_judged_on_what_can_be_measured_and_says_what_cann
     assert any("dead and saturated units were not measured" in note for note in d.notes)
     assert any("checks need a Functional or Sequential model" in note for note in d.notes)
     assert len(d.record.grad_layers) == 2 and d.record.dead == {}
+
+
+def test_an_activation_repair_reinitialises_the_swapped_layers_only():
+    from keras_actkit.diagnosis.repairs import REPAIRS
+
+    model = mlp([relu(bias_initializer=keras.initializers.Constant(-10.0))] * 2)
+    new, words, code = REPAIRS["leaky_relu_he"](model, {})
+    for name in ("dense", "dense_1"):
+        config = new.get_layer(name).get_config()
+        assert config["activation"] == "leaky_relu" and config["kernel_initializer"]["class_name"] == "HeNormal"
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(new.get_layer(name).bias), 0.0)
+    assert new.get_layer("dense_2").get_config()["activation"] == "sigmoid"  # the output is left alone
+    assert "dense..dense_1" in words and "leaky_relu" in code
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.get_layer("dense").bias), -10.0)

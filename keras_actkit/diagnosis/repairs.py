@@ -50,6 +50,8 @@ def _with_activations(model, names, activation, initializer, keep_weights=False)
             config["activation"] = activation
             if initializer and "kernel_initializer" in config:
                 config["kernel_initializer"] = initializer
+                if "bias_initializer" in config:
+                    config["bias_initializer"] = "zeros"  # a re-initialised layer starts from zero biases too
         return layer.__class__.from_config(config)
 
     new = keras.models.clone_model(model, clone_function=clone)
@@ -76,7 +78,7 @@ def swap_activation(wanted, activation, initializer, label):
         words = (f"replaced the {'/'.join(sorted({_activation_of(model.get_layer(n)) for n in names}))} "
                  f"activations of {_span(names)} with {label}")
         code = (f"# for {', '.join(names)}:\nkeras.layers.Dense(units, activation={activation!r}, "
-                f"kernel_initializer={initializer!r})")
+                f"kernel_initializer={initializer!r}, bias_initializer='zeros')")
         return new, words, code
     return repair
 
