@@ -210,7 +210,7 @@ def test_plot_saves_one_figure(tmp_path):
 
 
 @keras.saving.register_keras_serializable("test_diagnosis")
-class _Subclassed(keras.Model):
+class SubclassedNet(keras.Model):
     def __init__(self, units=8, **kwargs):
         super().__init__(**kwargs)
         self.units = units
@@ -226,7 +226,7 @@ class _Subclassed(keras.Model):
 
 def test_a_subclassed_model_is_judged_on_what_can_be_measured_and_says_what_cannot():
     x, y = data()
-    model = _Subclassed()
+    model = SubclassedNet()
     model(x[:2])
     model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
     d = ak.diagnose(model, x, y, epochs=2, batch_size=BATCH)
@@ -247,3 +247,14 @@ def test_an_activation_repair_reinitialises_the_swapped_layers_only():
     assert new.get_layer("dense_2").get_config()["activation"] == "sigmoid"  # the output is left alone
     assert "dense..dense_1" in words and "leaky_relu" in code
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.get_layer("dense").bias), -10.0)
+
+
+def test_the_output_check_looks_inside_a_nested_model():
+    inner = mlp([relu()])
+    wrapped = keras.Sequential([keras.Input((FEATURES,)), L.Normalization(), inner])
+    wrapped.compile("adam", "binary_crossentropy")
+    assert ak.check_model(wrapped).healthy
+    inner_bad = mlp([relu()], out_activation="softmax")
+    wrapped = keras.Sequential([keras.Input((FEATURES,)), inner_bad])
+    wrapped.compile("adam", "binary_crossentropy")
+    assert [p.kind for p in ak.check_model(wrapped).problems] == ["output_loss_mismatch"]

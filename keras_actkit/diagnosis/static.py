@@ -87,6 +87,8 @@ def _output_problem(model):
     if len(outputs) != 1 or len(model.outputs) != 1:
         return None
     layer, units = outputs[0], model.outputs[0].shape[-1]
+    while isinstance(layer, keras.Model) and is_graph(layer) and len(output_layers(layer)) == 1:
+        layer = output_layers(layer)[0]  # a nested model: its own output layer
     activation = _activation_name(layer)
     loss, logits = loss_spec(model)
     name = layer.name
