@@ -7,6 +7,8 @@ from keras_actkit import layers
 from keras_actkit.activation_info import ActivationInfo
 from keras_actkit.activation_info import describe_activation
 from keras_actkit.callbacks.lr_finder import find_lr
+from keras_actkit.diagnosis import check_model
+from keras_actkit.diagnosis import diagnose
 from keras_actkit.init_matching import MatchReport
 from keras_actkit.init_matching import match_initializers
 
@@ -17,7 +19,9 @@ __all__ = [
     "MatchReport",
     "activations",
     "callbacks",
+    "check_model",
     "describe_activation",
+    "diagnose",
     "find_lr",
     "initializers",
     "layers",

@@ -1,0 +1,155 @@
+"""`diagnose`: a trial run on a copy of the model; what is wrong, where, the evidence, the cure."""
+
+import warnings
+
+import keras
+
+from keras_actkit import _validation
+from keras_actkit.callbacks.lr_finder import find_lr
+from keras_actkit.diagnosis import repairs, rules
+from keras_actkit.diagnosis.problems import Attempt, Diagnosis, score_of
+from keras_actkit.diagnosis.static import input_problems, static_notes, static_problems
+from keras_actkit.diagnosis.trial import copy_model, run_trial
+
+# At most this many repairs, each a full trial: with detection, <= ~6 plain fits.
+MAX_ATTEMPTS = 4
+# Findings for which the range test's suggestion makes the prescription concrete.
+_LR_KINDS = {"non_finite", "exploding_gradient", "oscillating_loss", "lr_too_high", "lr_too_low"}
+_SCORES = ("val_accuracy", "val_acc", "val_binary_accuracy", "val_sparse_categorical_accuracy",
+           "val_categorical_accuracy", "val_loss", "accuracy", "acc", "binary_accuracy",
+           "sparse_categorical_accuracy", "categorical_accuracy", "loss")
+
+
+def _monitor(history):
+    return next((key for key in _SCORES if key in history), "loss")
+
+
+def _check_arguments(model, epochs, batch_size, repair):
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`model` must be a keras.Model; received model={model!r}.")
+    if getattr(model, "optimizer", None) is None or not getattr(model, "compiled", True):
+        raise ValueError("diagnose needs a compiled model: call model.compile(optimizer, loss) first.")
+    epochs = _validation.integer("epochs", epochs, minimum=1)
+    batch_size = _validation.integer("batch_size", batch_size, minimum=1, allow_none=True)
+    return epochs, batch_size, _validation.boolean("repair", repair)
+
+
+def _range_test(model, x, y, settings, record, notes):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # its advice on its own settings is not the user's concern here
+            result = find_lr(copy_model(model), x, y, batch_size=settings["batch_size"], num_steps=100)
+    except Exception as error:  # the range test is advice for the prescription, not the diagnosis itself
+        notes.append(f"the learning-rate range test failed ({type(error).__name__}: {error}); "
+                     "LR prescriptions are generic")
+        return
+    record.lr_suggestion = result.suggestion
+
+
+def _timed(problems, certain, record):
+    for problem in problems:
+        problem.epoch = certain.get(problem.kind, len(record.loss))
+        problem.step = problem.epoch * record.steps_per_epoch
+        problem.fraction = problem.epoch / record.epochs
+    return problems
+
+
+def _findings(model, x, y, settings, notes, static):
+    """One trial of `model` (already a copy): its problems (timed), history and record."""
+    record, history, certain, trial_notes = run_trial(model, x, y, **settings)
+    notes.extend(trial_notes)
+    found = rules.evaluate(record)
+    if static:  # a structural cause explains a run that does not learn
+        found = [p for p in found if p.kind not in ("not_learning", "lr_too_low", "oscillating_loss")]
+    return _timed(found, certain, record), history, record
+
+
+def diagnose(model, x, y=None, *, validation_data=None, epochs=10, batch_size=None, repair=False, **fit_kwargs):
+    """Train a copy of `model` briefly and say what is wrong with it, where, why, and what to change.
+
+    First the static checks of `check_model` and of the inputs (unscaled
+    features); then a trial run of a copy (weights, optimizer config, loss and
+    metrics copied; the user's model is left bit for bit as it was) with the
+    kit's own instruments attached: `NaNGuard`, `GradientNormLogger`,
+    `DeadNeuronMonitor`. The rules (`keras_actkit.diagnosis.rules`) read
+    what they measured; the trial stops as soon as a finding has held on two
+    epoch checks in a row (a non-finite step: at once). For learning-rate
+    findings an LR range test (`find_lr`, on another copy) makes the
+    prescription concrete.
+
+    With `repair=True`, the prescriptions for the problems found are tried,
+    cheapest and most likely first, each on a fresh copy for the same budget;
+    the best by validation score that beats the original run is kept.
+
+    Args:
+        model: A compiled Keras model (Sequential, Functional, or subclassed with
+            `get_config`).
+        x, y: Training data, as for `model.fit`.
+        validation_data: As for `model.fit`; the score runs are compared by
+            (validation accuracy if compiled with an accuracy metric, else the
+            negated validation loss; training figures without it).
+        epochs: The training budget of each trial run, >= 1. Defaults to 10.
+        batch_size: As for `model.fit`. Defaults to None (32 for arrays).
+        repair: Also try the prescriptions. Defaults to False.
+        **fit_kwargs: Other `model.fit` arguments (e.g. `class_weight`,
+            `validation_split`). `callbacks` are not run in the trial.
+
+    Returns:
+        A `Diagnosis`: `.healthy`, `.problems`, `print(d)`, `d.plot()`,
+        and with `repair=True` `.repaired_model`, `.repair`, `.attempts`.
+
+    Example:
+    ```python
+    d = keras_actkit.diagnose(model, x, y, validation_data=(xv, yv), epochs=20)
+    print(d)
+    d.plot("diagnosis.png")
+    r = keras_actkit.diagnose(model, x, y, validation_data=(xv, yv), epochs=20, repair=True)
+    r.repair["code"]
+    ```
+    """
+    epochs, batch_size, repair = _check_arguments(model, epochs, batch_size, repair)
+    notes = static_notes(model)
+    if fit_kwargs.pop("callbacks", None):
+        notes.append("the callbacks passed were not run in the trial (they could write files or act on the copy)")
+    settings = dict(epochs=epochs, batch_size=batch_size, validation_data=validation_data, fit_kwargs=fit_kwargs)
+    static = static_problems(model) + input_problems(model, x)
+    dynamic, history, record = _findings(copy_model(model), x, y, settings, notes, static)
+    if {p.kind for p in dynamic} & _LR_KINDS:
+        _range_test(model, x, y, settings, record, notes)
+        dynamic = _timed_again(dynamic, record, static)
+    monitor = _monitor(history)
+    result = Diagnosis(static + dynamic, notes, record, score_of(history, monitor))
+    result.history, result.monitor = history, monitor
+    if repair and result.problems:
+        _repair(result, model, x, y, settings)
+    return result
+
+
+def _timed_again(dynamic, record, static):
+    """The findings re-worded with the range test's suggestion, keeping when each was found."""
+    when = {p.kind: (p.epoch, p.step, p.fraction) for p in dynamic}
+    found = [p for p in rules.evaluate(record) if p.kind in when]
+    for problem in found:
+        problem.epoch, problem.step, problem.fraction = when[problem.kind]
+    return found
+
+
+def _repair(result, model, x, y, settings):
+    context = {"x": x, "lr_suggestion": result.record.lr_suggestion}
+    best = None
+    for name in repairs.plan(result.problems, MAX_ATTEMPTS):
+        built = repairs.REPAIRS[name](model, context)
+        if built is None:
+            continue
+        new, words, code = built
+        notes = []
+        static = static_problems(new)
+        found, history, record = _findings(new, x, y, settings, notes, static)
+        attempt = Attempt(name, words, code, score_of(history, result.monitor),
+                          tuple(p.kind for p in static + found), new, record)
+        result.attempts.append(attempt)
+        if attempt.score > result.score and (best is None or attempt.score > best.score):
+            best = attempt
+    if best is not None:
+        result.repaired_model = best.model
+        result.repair = {"name": best.name, "words": best.words, "code": best.code, "score": best.score}
