@@ -47,6 +47,13 @@ def leaky_relu6(x, negative_slope=0.01):
 
     Returns:
         A tensor of the same shape and dtype as `x`.
+
+    Example:
+    ```python
+    keras_actkit.activations.leaky_relu6(np.array([-10.0, 3.0, 10.0]), negative_slope=0.1)
+    # [-1.,  3.,  6.]
+    keras.layers.Dense(64, activation=keras_actkit.activations.leaky_relu6)
+    ```
     """
     negative_slope = check_negative_slope(negative_slope)
     x = ops.convert_to_tensor(x)
@@ -64,24 +71,45 @@ def leaky_relu6(x, negative_slope=0.01):
 def hard_swish(x):
     """Hard swish (MobileNetV3): `x * relu6(x + 3) / 6`.
 
-    Routed to `keras.ops.hard_swish`, which calls each backend's fused kernel
-    (`torch.nn.functional.hardswish`, `jax.nn.hard_swish`); the same formula
-    spelled out in `keras.ops` was measured about 4x slower on torch and JAX.
+    `0` for `x <= -3`, `x` for `x >= 3`, and `x * (x + 3) / 6` between: swish
+    (`x * sigmoid(x)`) without the exponential.
 
     Args:
         x: Input tensor.
 
     Returns:
         A tensor of the same shape and dtype as `x`.
+
+    Example:
+    ```python
+    keras_actkit.activations.hard_swish(np.array([-4.0, -1.0, 0.0, 1.0, 4.0]))
+    # [-0.        , -0.33333334,  0.        ,  0.6666667 ,  4.        ]
+    keras.layers.Dense(64, activation=keras_actkit.activations.hard_swish)
+    ```
     """
+    # keras.ops.hard_swish calls each backend's fused kernel
+    # (torch.nn.functional.hardswish, jax.nn.hard_swish); the same formula
+    # spelled out in keras.ops was measured about 4x slower on torch and JAX.
     return ops.hard_swish(ops.convert_to_tensor(x))
 
 
 def prelu(x, alpha):
     """Parametric ReLU: `x` for `x >= 0`, `alpha * x` otherwise.
 
-    `alpha` broadcasts against `x`. Used by `keras_actkit.layers.PReLU`, whose
-    slope is learned.
+    The function behind `keras_actkit.layers.PReLU`, whose slopes are learned.
+
+    Args:
+        x: Input tensor.
+        alpha: The slopes for `x < 0`, a tensor that broadcasts against `x`.
+
+    Returns:
+        A tensor of the same shape and dtype as `x`.
+
+    Example:
+    ```python
+    keras_actkit.activations.prelu(np.array([-4.0, 2.0]), np.array([0.25, 0.25]))
+    # [-1.,  2.]
+    ```
     """
     x = ops.convert_to_tensor(x)
     # relu(-x) is -x exactly where x < 0, so this is a*x there and x elsewhere.
