@@ -251,7 +251,7 @@ class NaNGuard(keras.callbacks.Callback):
 
     def _running_loss(self):
         """The epoch's running mean loss so far (Keras's loss tracker), or None before the first step."""
-        tracker = getattr(self._model, "_loss_tracker", None)
+        tracker = _keras_internals.loss_tracker(self._model)
         if tracker is None or len(tracker.variables) != 2:
             return None
         total, count = _backend.read_values(self._model, tracker.variables)
@@ -464,7 +464,7 @@ class NaNGuard(keras.callbacks.Callback):
         # ones in use. The LR is lowered from where it is; the step counter goes
         # on, as in large-model practice (restart from a good state, skip the
         # bad batches), so a schedule moves past a spike instead of replaying it.
-        keep = [_tap.innermost(self._model.optimizer)._iterations]
+        keep = [_keras_internals.iterations_variable(_tap.innermost(self._model.optimizer))]
         lr_variable = self._lr_variable()
         if lr_variable is not None:
             keep.append(lr_variable)
