@@ -238,7 +238,7 @@ class NaNGuard(keras.callbacks.Callback):
 
     def _running_loss(self):
         """The epoch's running mean loss so far (Keras's loss tracker), or None before the first step."""
-        tracker = getattr(self._model, "_loss_tracker", None)
+        tracker = _keras_internals.loss_tracker(self._model)
         if tracker is None or len(tracker.variables) != 2:
             return None
         total, count = _backend.read_values(self._model, tracker.variables)
