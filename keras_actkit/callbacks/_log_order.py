@@ -14,8 +14,10 @@ import keras
 
 from keras_actkit import _keras_internals
 
-# Callbacks that record or send the epoch logs when they get them.
-LOGGERS = (keras.callbacks.CSVLogger, keras.callbacks.TensorBoard, keras.callbacks.RemoteMonitor)
+# Callbacks that record, send or act on the epoch logs when they get them
+# (NaNGuard's NaN loss for an all-skipped epoch must reach ModelCheckpoint).
+LOGGERS = (keras.callbacks.CSVLogger, keras.callbacks.TensorBoard, keras.callbacks.RemoteMonitor,
+           keras.callbacks.ModelCheckpoint, keras.callbacks.EarlyStopping, keras.callbacks.ReduceLROnPlateau)
 
 _warned = set()
 

@@ -7,8 +7,8 @@ import warnings
 import keras
 import numpy as np
 
-from keras_actkit import _backend, _keras_internals, _training_state, _validation
-from keras_actkit.callbacks import _tap
+from keras_actkit import _backend, _keras_internals, _layer_paths, _training_state, _validation
+from keras_actkit.callbacks import _log_order, _tap
 
 logger = logging.getLogger("keras_actkit")
 
@@ -281,6 +281,8 @@ class NaNGuard(keras.callbacks.Callback):
 
     # -- fit hooks -----------------------------------------------------------------------
     def on_train_begin(self, logs=None):
+        _log_order.run_before_loggers(self)  # its NaN epoch loss must reach ModelCheckpoint, CSVLogger, ...
+        _layer_paths.variable_keys(self._model)  # the report names layers by their path in the model
         self.skipped, self.rollbacks, self.report, self.events = 0, 0, None, []
         self._client = _GuardClient()
         client = self._client
