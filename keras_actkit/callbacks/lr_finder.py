@@ -233,12 +233,18 @@ def find_lr(model, x, y=None, *, batch_size=None, start_lr=1e-7, end_lr=10.0, nu
 
     Args:
         model: A compiled Keras model.
-        x, y: Training data, as for `model.fit`.
+        x: Training inputs, as for `model.fit`.
+        y: Training targets, as for `model.fit` (None when `x` yields them).
         batch_size: For array inputs, an integer >= 1. Defaults to 32.
             Arrays (and `sample_weight`) are cut to a multiple of it, so
             every batch's loss is exact.
-        start_lr, end_lr, num_steps, mode, beta, diverge_threshold, verbose:
-            As for `LRFinder`.
+        start_lr: As for `LRFinder`.
+        end_lr: As for `LRFinder`.
+        num_steps: As for `LRFinder`.
+        mode: As for `LRFinder`.
+        beta: As for `LRFinder`.
+        diverge_threshold: As for `LRFinder`.
+        verbose: As for `LRFinder`.
         **fit_kwargs: Passed on to `model.fit` (e.g. `sample_weight`,
             `class_weight`).
 

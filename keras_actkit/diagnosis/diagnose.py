@@ -84,7 +84,8 @@ def diagnose(model, x, y=None, *, validation_data=None, epochs=10, batch_size=No
     Args:
         model: A compiled Keras model (Sequential, Functional, or subclassed with
             `get_config`).
-        x, y: Training data, as for `model.fit`.
+        x: Training inputs, as for `model.fit`.
+        y: Training targets, as for `model.fit` (None when `x` yields them).
         validation_data: As for `model.fit`; the score runs are compared by
             (validation accuracy if compiled with an accuracy metric, else the
             negated validation loss; training figures without it).
