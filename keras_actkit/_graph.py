@@ -119,15 +119,14 @@ class Graph:
     def reads_model_input(self, tensor):
         """True if `tensor` is the model's input, up to value-preserving or preprocessing layers."""
         for _ in range(10_000):
-            history = getattr(tensor, "_keras_history", None)
-            op = None if history is None else history.operation
+            op, node = _keras_internals.producer(tensor)
             if op is None or isinstance(op, keras.layers.InputLayer):
                 outer = self.inner_inputs.get(id(tensor))
                 if outer is None:
                     return True
                 tensor = outer
             elif isinstance(op, PASS_THROUGH + INPUT_PREPROCESSING):
-                tensor = _keras_internals.inbound_node(op, history.node_index).input_tensors[0]
+                tensor = node.input_tensors[0]
             else:
                 return False
         return False

@@ -258,3 +258,12 @@ def inbound_node(layer, index):
     Touches `Layer._inbound_nodes`.
     """
     return layer._inbound_nodes[index]
+
+
+def running_jax_state(model):
+    """`model._jax_state` while a JAX `fit` runs and has not synced it back (`model._jax_state_synced`
+    false): the trainer's own values of every variable, newer than the variables'; else None."""
+    state = getattr(model, "_jax_state", None)
+    if not state or getattr(model, "_jax_state_synced", True):
+        return None
+    return state

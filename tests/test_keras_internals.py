@@ -155,3 +155,22 @@ def test_running_callback_list_CallbackList_callbacks():
     model.fit(np.zeros((4, 3)), np.zeros((4, 1)), verbose=0, callbacks=[probe])
     assert found[0] is not None, "the CallbackList running a fit is no longer found (CallbackList.callbacks)"
     assert any(c is probe for c in found[0].callbacks)
+
+
+def test_running_jax_state_Model__jax_state():
+    model = _compiled("sgd")
+    assert _keras_internals.running_jax_state(model) is None  # no fit running
+    seen = []
+
+    class Probe(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            # `self._model`: reading `Callback.model` syncs the JAX state back.
+            seen.append(_keras_internals.running_jax_state(self._model))
+
+    model.fit(np.zeros((8, 3), "float32"), np.zeros((8, 2), "float32"), batch_size=4, epochs=1, verbose=0,
+              callbacks=[Probe()])
+    if keras.backend.backend() == "jax":
+        assert seen[0] is None and seen[1] is not None and "trainable_variables" in seen[1], \
+            "Keras's JAX trainer no longer keeps model._jax_state / _jax_state_synced during fit"
+    else:
+        assert seen == [None, None]

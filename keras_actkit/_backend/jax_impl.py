@@ -127,8 +127,8 @@ def _positions(model):
 
 def _live_values(model, variables):
     """The running values of `variables` inside a JAX epoch (None for each one not in the state)."""
-    state = getattr(model, "_jax_state", None)
-    if not state or getattr(model, "_jax_state_synced", True):
+    state = _keras_internals.running_jax_state(model)
+    if state is None:
         return [None] * len(variables)
     positions = _positions(model)
     out = []
@@ -184,13 +184,12 @@ def inference_function(model):
     trainable/non-trainable split, which a user may change between fits).
     """
     import jax
-    from keras.src.backend.common.stateless_scope import StatelessScope
 
     variables = list(model.variables)
 
     @jax.jit
     def run(values, x):
-        with StatelessScope(state_mapping=list(zip(variables, values))):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
             return keras.tree.flatten(model(x, training=False))
 
     return lambda x: [np.asarray(out) for out in run([v.value for v in variables], x)]

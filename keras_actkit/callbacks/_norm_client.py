@@ -7,7 +7,7 @@ import warnings
 import keras
 import numpy as np
 
-from keras_actkit import _backend
+from keras_actkit import _backend, _keras_internals
 from keras_actkit.callbacks import _tap
 
 ROWS = 64  # records the in-graph ring buffer holds between two reads
@@ -46,7 +46,7 @@ class _NormClient(_tap.TapClient):
         if not self.may_idle:
             return
         optimizer = _tap.innermost(model.optimizer)
-        (iterations,) = _backend.read_values(model, [optimizer._iterations])
+        (iterations,) = _backend.read_values(model, [_keras_internals.iterations_variable(optimizer)])
         self.schedule = [int(iterations), optimizer.gradient_accumulation_steps or 0]
 
     def idle_next_call(self):

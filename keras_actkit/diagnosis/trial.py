@@ -122,7 +122,7 @@ def run_trial(model, x, y, *, epochs, batch_size, validation_data, fit_kwargs, e
     steps = steps_per_epoch(x, batch_size, fit_kwargs)
     logger = GradientNormLogger(every_n_steps=max(1, (steps or 40) // RECORDS_PER_EPOCH))
     # DeadNeuronMonitor probes layer outputs of a graph; on a subclassed model it
-    # has nothing to probe (and, at this commit, fails at the epoch's end).
+    # has nothing to probe (it would only warn that it cannot).
     monitor = DeadNeuronMonitor() if is_graph(model) else None
     guard = NaNGuard(max_retries=0)
     outputs = tuple(layer.name for layer in output_layers(model))
