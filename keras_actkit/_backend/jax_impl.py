@@ -52,16 +52,25 @@ def call_train_function(function, args, carried):
 def guarded_train_step(step, args, optimizer, carried, tap):
     """The traced step with `carried` among the optimizer's variables; after a skipped update the
     forward pass's state (`tap.restored`, e.g. BatchNormalization's moving statistics) is the step's input."""
-    import jax.numpy as jnp
 
     (trainable, non_trainable, optimizer_values, metrics), data = args
     with _keras_internals.carried_by(optimizer, carried):
         logs, (trainable, new_non_trainable, optimizer_values, metrics) = step(*args)
     if tap.restored and tap.decision is not None:
+        import jax
+
         restored = {id(v) for v in tap.restored}
         variables = tap.model().non_trainable_variables
-        new_non_trainable = [jnp.where(tap.decision, new, old) if id(v) in restored else new
-                             for v, new, old in zip(variables, new_non_trainable, non_trainable)]
+        positions = [i for i, v in enumerate(variables) if id(v) in restored]
+        # A conditional, not a select: the new values stay whole outputs of the
+        # step's computation, so a step that is not skipped rounds exactly as a
+        # plain one (a select let XLA fuse BatchNormalization's moving-average
+        # update differently: 1 ulp off a plain fit).
+        kept = jax.lax.cond(tap.decision, lambda new, old: new, lambda new, old: old,
+                            [new_non_trainable[i] for i in positions], [non_trainable[i] for i in positions])
+        new_non_trainable = list(new_non_trainable)
+        for i, value in zip(positions, kept):
+            new_non_trainable[i] = value
     return logs, (trainable, new_non_trainable, optimizer_values, metrics)
 
 
