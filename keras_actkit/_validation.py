@@ -16,6 +16,7 @@ The policy:
 
 import numbers
 import os
+import tempfile
 
 import numpy as np
 
@@ -130,12 +131,22 @@ def writable_directory(name, value, allow_none=False):
     existing = path
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
-    if not os.path.isdir(existing) or not os.access(existing, os.W_OK):
+    if not os.path.isdir(existing) or not _can_make_directory_in(existing):
         raise ValueError(
             f"`{name}` must be a directory that exists or can be created; received {name}={value!r}, "
             f"and {existing!r} is not a writable directory."
         )
     return value
+
+
+def _can_make_directory_in(directory):
+    # os.access says yes to root everywhere, also where nothing can be made
+    # (/proc, a read-only mount): make and remove an empty directory instead.
+    try:
+        tempfile.TemporaryDirectory(dir=directory).cleanup()
+    except OSError:
+        return False
+    return True
 
 
 def finite_array(name, value, allow_none=False):

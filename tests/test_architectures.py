@@ -141,37 +141,9 @@ CASES = {
 
 # (test, case, backend) -> reason; "*" matches every backend. The lead removes
 # an entry when the fix of the item named merges.
-_ITEM8 = "issue 17 item 8: DeadNeuronMonitor crashes fit on a subclassed model (AttributeError '_probe')"
-XFAIL = {
-    ("same_fit", "subclassed", "*"): _ITEM8,
-    ("norms", "subclassed", "*"): _ITEM8,
-    ("checkpoint", "subclassed", "*"): _ITEM8 + " (then, on JAX, item 1)",
-    ("same_fit", "embedding", "tensorflow"):
-        "issue 17 item 7: NaNGuard crashes on Embedding's IndexedSlices gradients (TF)",
-    ("norms", "embedding", "tensorflow"):
-        "issue 17 items 7 and 11: NaNGuard crashes on IndexedSlices; the Embedding norm is wrong on TF",
-    ("checkpoint", "embedding", "tensorflow"):
-        "issue 17 item 7: NaNGuard crashes on Embedding's IndexedSlices gradients (TF)",
-    ("norms", "recurrent_clipnorm", "*"):
-        "issue 17 item 10: keys are not layer paths ('lstm_cell', 'forward_gru/gru_cell' for lstm_a, bigru/...)",
-    ("norms", "transformer", "*"):
-        "issue 17 item 10: keys are not layer paths ('query' for enc1_mha/query: two blocks would merge)",
-    # Item 1 beyond JAX: under a LossScaleOptimizer the tap's variables are saved too.
-    ("checkpoint", "mixed_float16", "tensorflow"):
-        "issue 17 item 1 (here on TF, under LossScaleOptimizer): the checkpoint's optimizer has 18 variables, "
-        "the reloaded one 14; its state is not loaded",
-    ("checkpoint", "mixed_float16", "torch"):
-        "issue 17 item 1 (here on torch, under LossScaleOptimizer): the checkpoint's optimizer has 18 variables, "
-        "the reloaded one 14; its state is not loaded",
-}
-XFAIL[("find_lr", "mixed_float16", "tensorflow")] = (
-    "issue 17 item 2: find_lr under mixed_float16 on TF fails restoring (variable.shape=(), value.shape=(64, 16))")
-XFAIL.update({
-    ("checkpoint", name, "jax"): "issue 17 item 1: on JAX the callbacks' variables are saved among the optimizer's, "
-                                 "so load_model skips the optimizer state"
-    for name in ("resnet", "recurrent_clipnorm", "transformer", "multi_io", "embedding", "mixed_float16",
-                 "mixed_bfloat16", "pydataset", "generator")
-})
+_ITEM1_LSO = ("issue 17 item 1, under a LossScaleOptimizer (mixed_float16): the checkpoint written mid-fit holds "
+              "the callbacks' variables among the optimizer's (18 instead of 14); load_model skips the optimizer state")
+XFAIL = {("checkpoint", "mixed_float16", "*"): _ITEM1_LSO}
 
 
 def cases(test):

@@ -172,49 +172,8 @@ CASES = [
 
 # id -> why it fails today. Each names the issue item and the engineer fixing it
 # in parallel; the lead removes the entry when the fix merges.
-XFAIL = {
-    'NaNGuard-patience-bool': "issue 17 Bad input (guard): ValueError for a bool, policy says TypeError",
-    'NaNGuard-patience-str': "issue 17 Bad input (guard): ValueError for a string, policy says TypeError",
-    'NaNGuard-lr_factor-str': "issue 17 Bad input (guard): ValueError for a string, policy says TypeError",
-    'NaNGuard-check_every':
-        "issue 17 Bad input (guard): ValueError for a float where an integer is expected, policy says TypeError",
-    'NaNGuard-snapshot-missing-dir':
-        "issue 17 Bad input (guard): accepted at construction; fails only once training started",
-    'NaNGuard-verbose': "issue 17 Bad input (guard): a string accepted for the boolean `verbose`",
-    'GNL-every-bool': "issue 17 Bad input (monitors): ValueError for a bool, policy says TypeError",
-    'GNL-vanishing-str': "issue 17 Bad input (monitors): ValueError for a string, policy says TypeError",
-    'GNL-window-str': "issue 17 Bad input (monitors): ValueError for a string, policy says TypeError",
-    'GNL-log_dir-unwritable':
-        "issue 17 Bad input (monitors): an unwritable log_dir accepted at construction; fails only once training started",
-    'GNL-verbose': "issue 17 Bad input (monitors): a string accepted for the boolean `verbose`",
-    'DNM-probe-nan': "issue 17 Bad input (monitors): NaN probe_data accepted (TF then reports 100% dead, JAX/torch 0%)",
-    'DNM-probe-empty': "issue 17 Bad input (monitors): empty probe_data accepted",
-    'DNM-every_epochs-bool': "issue 17 Bad input (monitors): True accepted as an integer",
-    'DNM-threshold-str': "issue 17 Bad input (monitors): ValueError for a string, policy says TypeError",
-    'DNM-seed': "issue 17 Bad input (monitors): seed='abc' accepted (fails mid-fit)",
-    'DNM-revive': "issue 17 Bad input (monitors): a string accepted for the boolean `revive`",
-    'DNM-check-outside-fit': "issue 17 Bad input (monitors): check(x) outside fit raises AttributeError '_root'",
-    'LRFinder-start-str': "issue 17 Bad input (state): ValueError for a string, policy says TypeError",
-    'LRFinder-num_steps-bool': "issue 17 Bad input (state): ValueError for a bool, policy says TypeError",
-    'LRFinder-num_steps-float':
-        "issue 17 Bad input (state): ValueError for a float where an integer is expected, policy says TypeError",
-    'LRFinder-beta-str':
-        "issue 17 Bad input (state): a bare comparison TypeError that names neither argument nor value",
-    'LRFinder-verbose': "issue 17 Bad input (state): a string accepted for the boolean `verbose`",
-    'find_lr-batch-0': "issue 17 Bad input (state): batch_size=0 silently becomes 32",
-    # On torch the DataLoader refuses it, naming it, but only once fit has started.
-    'find_lr-batch-negative': ("issue 17 Bad input (state): batch_size=-1 fails deep in the backend "
-                               "('Invalid value in tensor used for shape')", ("tensorflow", "jax")),
-    'find_lr-batch-bool': "issue 17 Bad input (state): batch_size=True accepted as 1",
-    'find_lr-batch-str':
-        "issue 17 Bad input (state): a bare comparison TypeError that names neither argument nor value",
-    'result-apply-rule': "issue 17 Bad input (state): LRFinderResult.apply(rule='bogus') raises KeyError",
-    'minimum_over-divisor-0': "issue 17 Bad input (lr_suggestions owner): divisor=0 accepted (suggests inf)",
-    'minimum_over-decreasing': "issue 17 Bad input (lr_suggestions owner): decreasing lrs accepted",
-    'steepest-decreasing': "issue 17 Bad input (lr_suggestions owner): decreasing lrs accepted",
-    'running_median-half_width':
-        "issue 17 Bad input (lr_suggestions owner): a numpy UFuncTypeError that names neither argument nor value",
-}
+# Cases that fail today: none. An entry 'case id' -> reason (or (reason, backends)) marks one xfail(strict).
+XFAIL = {}
 
 
 def _xfail(reason):
@@ -255,12 +214,7 @@ ACCEPTED = [
     ("LRFinder", lambda: LRFinder(start_lr=np.float32(1e-5), end_lr=np.float64(1.0), num_steps=np.int64(10))),
     ("minimum_over", lambda: lr_suggestions.minimum_over(LRS, LOSSES, divisor=np.float32(10.0))),
 ]
-ACCEPTED_XFAIL = {
-    'NaNGuard': "issue 17 Bad input (guard): np.int64(3) rejected for patience",
-    'GNL': "issue 17 Bad input (monitors): np.int64(2) rejected for every_n_steps",
-    'DNM': "issue 17 Bad input (monitors): np.int64(2) rejected for every_n_epochs",
-    'LRFinder': "issue 17 Bad input (state): np.float32(1e-5) rejected for start_lr",
-}
+ACCEPTED_XFAIL = {}
 
 
 def _accepted_params():

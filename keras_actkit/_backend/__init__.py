@@ -159,3 +159,9 @@ def recording_train_function(model, function, record):
     """A train function that calls `record(batch)` with each batch `function` (the current train
     function) takes, then runs `function`'s step on it unchanged."""
     return _impl().recording_train_function(model, function, record)
+
+
+def variable_scope(model):
+    """A context in which variables made for `model` land where its training puts them: a
+    TensorFlow model's `tf.distribute` strategy scope; elsewhere a scope that does nothing."""
+    return _impl().variable_scope(model)

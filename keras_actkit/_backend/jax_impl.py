@@ -232,3 +232,6 @@ def recording_train_function(model, function, record):
         return function(state, Recording(iterator))
 
     return wrapped
+
+
+variable_scope = _common.variable_scope

@@ -119,3 +119,7 @@ def recording_train_function(model, function, record):
         return function(iter(dataset))
 
     return wrapped
+
+
+def variable_scope(model):
+    return model.distribute_strategy.scope()

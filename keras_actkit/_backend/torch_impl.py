@@ -61,3 +61,6 @@ def recording_train_function(model, function, record):
         return function(data)
 
     return wrapped
+
+
+from keras_actkit._backend._common import variable_scope  # noqa: E402,F401

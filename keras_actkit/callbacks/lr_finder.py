@@ -213,11 +213,12 @@ def _chain(first, rest):
 
 def _build(model, x, y, sample_weight, batch_size):
     """Build an unbuilt model (and its optimizer) from a batch, so the snapshot holds every variable."""
-    if not _keras_internals.model_fully_built(model):
-        batch, x = _first_batch(x, y, sample_weight, batch_size)
-        _keras_internals.symbolic_build(model, batch if isinstance(batch, (tuple, list)) else (batch,))
-    if not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
+    with _backend.variable_scope(model):  # a tf.distribute strategy's variables are made in its scope
+        if not _keras_internals.model_fully_built(model):
+            batch, x = _first_batch(x, y, sample_weight, batch_size)
+            _keras_internals.symbolic_build(model, batch if isinstance(batch, (tuple, list)) else (batch,))
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
     return x
 
 
