@@ -91,7 +91,7 @@ class Graph:
         self._add(model)
 
     def _add(self, model):
-        functional = _keras_internals.functional_graph(model)
+        functional = _keras_internals.functional_of(model)
         if functional is None:
             self.unwalkable.append(model)
             return
@@ -106,7 +106,7 @@ class Graph:
 
     def _add_nested(self, inner, node):
         self._add(inner)
-        inner_fn = _keras_internals.functional_graph(inner)
+        inner_fn = _keras_internals.functional_of(inner)
         if inner_fn is None:
             return
         for position, tensor in enumerate(keras.tree.flatten(inner_fn.inputs)):

@@ -241,16 +241,6 @@ def running_callback_list(callback, depth=8):
     return None
 
 
-def functional_graph(model):
-    """The Functional graph behind `model` (Sequential: its `_functional`), or None for a subclassed model.
-
-    Touches `keras.Sequential._functional` and `Functional._nodes_by_depth`.
-    """
-    functional = getattr(model, "_functional", None) if isinstance(model, keras.Sequential) else model
-    if functional is None or not hasattr(functional, "_nodes_by_depth"):
-        return None
-    return functional
-
 
 def inbound_node(layer, index):
     """The node of `layer`'s `index`-th call (a symbolic tensor's `_keras_history.node_index`).

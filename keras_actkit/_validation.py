@@ -115,7 +115,7 @@ def writable_file(name, value, allow_none=False):
             f"`{name}` must be {accepted}; received {name}={value!r}, whose directory {directory!r} does not "
             "exist. Create it first (os.makedirs) or pass another path."
         )
-    if not os.access(directory, os.W_OK):
+    if not _can_make_directory_in(directory):
         raise ValueError(f"`{name}` must be a path in a writable directory; {directory!r} is not writable.")
     return value
 
