@@ -141,8 +141,10 @@ CASES = {
 
 # (test, case, backend) -> reason; "*" matches every backend. The lead removes
 # an entry when the fix of the item named merges.
-_ITEM1_LSO = ("issue 17 item 1, under a LossScaleOptimizer (mixed_float16): the checkpoint written mid-fit holds "
-              "the callbacks' variables among the optimizer's (18 instead of 14); load_model skips the optimizer state")
+_ITEM1_LSO = ("issue 17 item 1, under a LossScaleOptimizer (mixed_float16), in this suite's sequence (plain fit, "
+              "reset, fit with the three callbacks and ModelCheckpoint): the inner optimizer was saved with 18 "
+              "variables, the reloaded one has 14, and load_model refuses its state. Not reproduced by the same "
+              "fit on a fresh model (with class weights too); cause not found yet")
 XFAIL = {("checkpoint", "mixed_float16", "*"): _ITEM1_LSO}
 
 
