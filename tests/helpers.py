@@ -287,6 +287,20 @@ def embedding(classes=10, vocabulary=17):
     return keras.Model(inputs, keras.layers.Dense(classes, activation="softmax", name="out")(h), name="embedding")
 
 
+def batchnorm_classifier(units, activation, optimizer, features=6):
+    """Dense-BatchNorm-`activation`-Dense(2) on `features` inputs, compiled with logits crossentropy:
+    trainable, non-trainable and optimizer state, all in four layers."""
+    model = keras.Sequential([
+        keras.Input((features,)),
+        keras.layers.Dense(units),
+        keras.layers.BatchNormalization(),
+        activation,
+        keras.layers.Dense(2),
+    ])
+    model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
 def mlp(classes=10, name="mlp"):
     """Dense-ReLU, Dense-HardSwish, softmax on 64 pixels."""
     return keras.Sequential([

@@ -10,6 +10,8 @@ from keras_actkit import _keras_internals, _training_state
 from keras_actkit.callbacks.lr_finder import lr_ladder
 from conftest import only_backends
 
+import helpers
+
 HAS_TF = importlib.util.find_spec("tensorflow") is not None
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
@@ -21,16 +23,7 @@ def data(n=128, seed=0):
 
 
 def classifier(optimizer=None):
-    model = keras.Sequential([
-        keras.Input((6,)),
-        keras.layers.Dense(16),
-        keras.layers.BatchNormalization(),
-        ak.layers.LeakyReLU6(),
-        keras.layers.Dense(2),
-    ])
-    model.compile(optimizer or keras.optimizers.Adam(1e-3),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    return model
+    return helpers.batchnorm_classifier(16, ak.layers.LeakyReLU6(), optimizer or keras.optimizers.Adam(1e-3))
 
 
 def state(model):

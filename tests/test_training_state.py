@@ -6,6 +6,8 @@ import pytest
 
 from keras_actkit import _keras_internals, _training_state
 
+import helpers
+
 
 def data(n=64, seed=0):
     rng = np.random.default_rng(seed)
@@ -14,16 +16,7 @@ def data(n=64, seed=0):
 
 
 def model_with_state(optimizer=None):
-    model = keras.Sequential([
-        keras.Input((6,)),
-        keras.layers.Dense(8),
-        keras.layers.BatchNormalization(),
-        keras.layers.ReLU(),
-        keras.layers.Dense(2),
-    ])
-    model.compile(optimizer or keras.optimizers.Adam(1e-2),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    return model
+    return helpers.batchnorm_classifier(8, keras.layers.ReLU(), optimizer or keras.optimizers.Adam(1e-2))
 
 
 def values_by_path(model):
