@@ -427,3 +427,53 @@ def test_numpy_scalars_are_accepted():
                                 saturation=np.float64(0.02), seed=np.int64(3))
     assert (monitor.every_n_epochs, monitor.probe_size, monitor.seed) == (2, 64, 3)
     assert type(monitor.every_n_epochs) is int and monitor.threshold == 0.5
+
+
+def _trained_weights(build, fit, callbacks):
+    keras.utils.set_random_seed(0)
+    model = build()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit(model, callbacks)
+    return model.get_weights()
+
+
+def test_capture_keeps_the_data_order_when_an_epoch_is_shorter_than_the_probe(rng):
+    # steps_per_epoch=2 with 3 batches to capture: the capture must stop at the epoch's end
+    # (on TensorFlow it takes its batches ahead of the step; one taken too many would be
+    # dropped when the epoch ends and the probe is fixed, and epoch 2 would start one batch late).
+    x = rng.normal(size=(96, 8)).astype("float32")
+    y = rng.integers(0, 3, 96)
+
+    def fit(model, callbacks):
+        model.fit(x, y, batch_size=16, epochs=3, steps_per_epoch=2, shuffle=False, verbose=0, callbacks=callbacks)
+
+    monitor = DeadNeuronMonitor(probe_size=48)
+    plain, monitored = _trained_weights(mlp, fit, []), _trained_weights(mlp, fit, [monitor])
+    for a, b in zip(plain, monitored):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(monitor._probe, x[:32])  # what epoch 1 gave
+
+
+def test_capture_of_batches_of_different_shapes_leaves_training_unchanged(rng):
+    # Sequences padded per batch: each batch has its own length, so the captured batches cannot
+    # be joined into one array; they still go through the step unchanged and in order.
+    lengths = [5, 3, 7, 4, 6]
+    batches = [(rng.normal(size=(8, n, 4)).astype("float32"), rng.integers(0, 3, 8)) for n in lengths]
+
+    def build():
+        inputs = keras.Input((None, 4))
+        h = keras.layers.Dense(8, activation="relu", name="relu_dense")(inputs)
+        h = keras.layers.GlobalAveragePooling1D()(h)
+        return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(h))
+
+    def fit(model, callbacks):
+        model.fit((batch for batch in batches), epochs=1, steps_per_epoch=len(batches), verbose=0, callbacks=callbacks)
+
+    monitor = DeadNeuronMonitor(probe_size=24)
+    plain, monitored = _trained_weights(build, fit, []), _trained_weights(build, fit, [monitor])
+    for a, b in zip(plain, monitored):
+        np.testing.assert_array_equal(a, b)
+    assert len(monitor.history["dead_fraction"]["relu_dense"]) == 1
+    np.testing.assert_array_equal(monitor._probe, batches[0][0])  # the batches of the first shape

@@ -155,10 +155,12 @@ def squared_norm(tensor):
     return _impl().squared_norm(tensor)
 
 
-def recording_train_function(model, function, record):
-    """A train function that calls `record(batch)` with each batch `function` (the current train
-    function) takes, then runs `function`'s step on it unchanged."""
-    return _impl().recording_train_function(model, function, record)
+def recording_train_function(model, function, record, limit=None):
+    """A train function that calls `record(batch)` with the batches `function` (the current train
+    function) takes and runs `function`'s step on each unchanged, until `record` returns True (enough)
+    or `limit` batches are recorded. Its attribute `finished` turns True when it is no longer needed:
+    the caller then puts `function` back."""
+    return _impl().recording_train_function(model, function, record, limit)
 
 
 def variable_scope(model):

@@ -210,27 +210,23 @@ def squared_norm(tensor):
     return _common.squared_norm(tensor)
 
 
-def recording_train_function(model, function, record):
-    """`function` (a train function) with `record(batch)` called on each batch it takes, before its step.
+def recording_train_function(model, function, record, limit=None):
+    """`function` (a train function) with `record(batch)` called on each batch it takes, before its step,
+    until `record` returns True (enough) or `limit` batches are recorded; then `wrapped.finished` is True.
 
     The batches are read from the iterator the trainer passes; the step runs unchanged.
     """
 
-    class Recording:
-        def __init__(self, iterator):
-            self.iterator = iterator
-
-        def __iter__(self):
-            return self
-
-        def __next__(self):
-            data = next(self.iterator)
-            record(data)
-            return data
+    def recorded(data):
+        if not wrapped.finished:
+            wrapped.recorded += 1
+            wrapped.finished = bool(record(data)) or (limit is not None and wrapped.recorded >= limit)
+        return data
 
     def wrapped(state, iterator):
-        return function(state, Recording(iterator))
+        return function(state, map(recorded, iterator))
 
+    wrapped.finished, wrapped.recorded = False, 0
     return wrapped
 
 

@@ -53,13 +53,18 @@ def squared_norm(tensor):
     return torch.sum(torch.square(tensor.to(torch.float32)))
 
 
-def recording_train_function(model, function, record):
-    """`function` (a train function) with `record(batch)` called on its batch, before its step."""
+def recording_train_function(model, function, record, limit=None):
+    """`function` (a train function) with `record(batch)` called on its batch, before its step, until
+    `record` returns True (enough) or `limit` batches are recorded; then `wrapped.finished` is True."""
 
     def wrapped(data):
-        record(data[0])  # torch's trainer passes a list of one batch
+        if not wrapped.finished:
+            wrapped.recorded += 1
+            # torch's trainer passes a list of one batch
+            wrapped.finished = bool(record(data[0])) or (limit is not None and wrapped.recorded >= limit)
         return function(data)
 
+    wrapped.finished, wrapped.recorded = False, 0
     return wrapped
 
 

@@ -121,7 +121,8 @@ class DeadNeuronMonitor(keras.callbacks.Callback):
         if self._find_sites(self.model) and self._probe is None:
             # Wrapped at the first batch, after every callback's on_train_begin
             # (the gradient tap may replace the train function there).
-            self._capture = ProbeCapture(self.model, self._target_size)
+            # At most one epoch of batches: the probe is fixed when the first epoch ends.
+            self._capture = ProbeCapture(self.model, self._target_size, (self.params or {}).get("steps"))
 
     def _find_sites(self, model):
         """Find the watched activations of `model`; False (said once) when there is nothing to check."""

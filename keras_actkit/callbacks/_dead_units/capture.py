@@ -21,8 +21,13 @@ def _numpy(x):
     return keras.tree.map_structure(lambda t: np.asarray(keras.ops.convert_to_numpy(t)), x)
 
 
+def _shapes(x):
+    return [a.shape[1:] for a in keras.tree.flatten(x)]
+
+
 class ProbeCapture:
-    """Wraps `model.train_function` until `size(first batch size)` samples have been seen.
+    """Wraps `model.train_function` until `size(first batch size)` samples have been seen
+    (or `limit` batches: the steps of an epoch, when known).
 
     `install()` at the first batch (after every callback's `on_train_begin`:
     the gradient tap may replace the function there); `finish()` unwraps and
@@ -30,8 +35,8 @@ class ProbeCapture:
     the step (the step is never left wrapped).
     """
 
-    def __init__(self, model, size):
-        self.model, self.size = model, size
+    def __init__(self, model, size, limit=None):
+        self.model, self.size, self.limit = model, size, limit
         self.captured, self.target, self.probe = [], None, None
         self._unwrap = None
 
@@ -47,21 +52,26 @@ class ProbeCapture:
         capture = self
 
         def record(data):
-            capture.captured.append(_numpy(keras.utils.unpack_x_y_sample_weight(data)[0]))
+            inputs = _numpy(keras.utils.unpack_x_y_sample_weight(data)[0])
+            if capture.captured and _shapes(inputs) != _shapes(capture.captured[0]):
+                return True  # e.g. sequences padded per batch: the probe is the batches of the first shape
+            capture.captured.append(inputs)
             rows = [len(keras.tree.flatten(c)[0]) for c in capture.captured]
             if capture.target is None:
                 capture.target = capture.size(rows[0])
-            if sum(rows) >= capture.target:
-                capture.finish()
+            return sum(rows) >= capture.target
 
-        recording = _backend.recording_train_function(model, original, record)
+        recording = _backend.recording_train_function(model, original, record, self.limit)
 
         def guarded(*args):
             try:
-                return recording(*args)
+                outputs = recording(*args)
             except BaseException:
                 capture.finish()  # an error inside fit: never leave the step wrapped
                 raise
+            if recording.finished:
+                capture.finish()
+            return outputs
 
         guarded._actkit_original = original
         self._unwrap = lambda: setattr(model, "train_function", original)
