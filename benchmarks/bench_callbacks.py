@@ -18,13 +18,21 @@ is off while a fit is timed (as in timeit), the no-op callback (an empty
 `keras.callbacks.Callback`) shows the noise floor, and `--spread` adds the
 quartiles of the per-round ratios.
 
+`--split N` separates what a callback costs per `fit` call from what it
+costs per epoch: every variant is also timed at N epochs in each round, and
+time(epochs) = call + epochs * epoch gives both (solved per round, medians
+over rounds). Its table has, per cell, the per-epoch ratio to a plain fit's
+epoch and the milliseconds added per call (set-up and tear-down, once per
+`fit`, whatever its length); searches that call `fit` many times pay the
+second each time.
+
 `--hooks` adds, per cell, the time spent inside the callbacks' own hooks
 (each hook a callback overrides, timed by a thin proxy), median over rounds,
 as a share of the plain fit: the host side of the cost, measured directly
 rather than as a difference of two noisy fits. The rest of a cell's cost is
 in-graph (see `bench_step_cost.py`) or Keras's own handling of callbacks.
 
-    python benchmarks/bench_callbacks.py [--rounds 40] [--seconds 0.25] [--only MLP] [--spread] [--hooks]
+    python benchmarks/bench_callbacks.py [--rounds 40] [--seconds 0.25] [--only MLP] [--spread] [--hooks] [--split 4]
 """
 
 import argparse
@@ -52,6 +60,8 @@ CALLBACKS = {
     "GradientNormLogger()": lambda: [ak.callbacks.GradientNormLogger()],
     "NaNGuard()": lambda: [ak.callbacks.NaNGuard()],
     "GradientNormLogger() + NaNGuard()": lambda: [ak.callbacks.GradientNormLogger(), ak.callbacks.NaNGuard()],
+    "all three": lambda: [ak.callbacks.DeadNeuronMonitor(), ak.callbacks.GradientNormLogger(),
+                          ak.callbacks.NaNGuard()],
 }
 
 
@@ -132,6 +142,55 @@ def timed_fit(model, x, y, callbacks, epochs):
         gc.enable()
 
 
+def measure(build, data, labels, epochs_list, rounds, hooks):
+    """Times of every variant (plain first) at each number of epochs: {(variant, epochs): [seconds per round]},
+    and the time inside the callbacks' hooks of the first entry of `epochs_list`."""
+    variants = {"plain": lambda: []} | CALLBACKS
+    models = {}
+    for variant, make in variants.items():
+        keras.utils.set_random_seed(0)
+        models[variant] = build()
+        models[variant].compile("adam", "sparse_categorical_crossentropy")
+        timed_fit(models[variant], data, labels, make(), 1)  # warm-up: trace and compile
+    times = {(variant, epochs): [] for variant in variants for epochs in epochs_list}
+    hook_times = {variant: [] for variant in variants}
+    order = [(variant, epochs) for variant in variants for epochs in epochs_list]
+    for round_ in range(rounds):
+        # The order rotates every round: on this machine a fixed order
+        # biased identical fits by 3-4% by their position in the round.
+        shift = round_ % len(order)
+        for variant, epochs in order[shift:] + order[:shift]:
+            clock = [0.0]
+            callbacks = variants[variant]()
+            if hooks:
+                callbacks = [HookTimer(callback, clock) for callback in callbacks]
+            times[variant, epochs].append(timed_fit(models[variant], data, labels, callbacks, epochs))
+            if epochs == epochs_list[0]:
+                hook_times[variant].append(clock[0])
+    return times, hook_times
+
+
+def ratio_cell(times, plain, hook_times, spread):
+    ratios = sorted(t / p for t, p in zip(times, plain))
+    cell = f"{statistics.median(ratios):.3f}"
+    if spread:
+        quartiles = statistics.quantiles(ratios, n=4)
+        cell += f" ({quartiles[0]:.2f}-{quartiles[2]:.2f})"
+    if hook_times is not None:
+        cell += f" [hooks {statistics.median(h / p for h, p in zip(hook_times, plain)):.1%}]"
+    return cell
+
+
+def split_cell(short, long, plain_short, plain_long, epochs):
+    """Per-epoch ratio and ms added per call, from fits of 1 and `epochs` epochs in the same rounds."""
+    per_epoch = [(lg - sh) / (epochs - 1) for sh, lg in zip(short, long)]
+    plain_epoch = [(lg - sh) / (epochs - 1) for sh, lg in zip(plain_short, plain_long)]
+    ratio = statistics.median(e / p for e, p in zip(per_epoch, plain_epoch))
+    added = statistics.median((sh - e) - (psh - pe) for sh, e, psh, pe in zip(short, per_epoch, plain_short,
+                                                                                plain_epoch))
+    return f"{ratio:.3f} / {1000 * added:+.0f} ms"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=40)
@@ -139,50 +198,38 @@ def main():
     parser.add_argument("--only", default=None, help="run only workloads whose name contains this")
     parser.add_argument("--spread", action="store_true", help="also print the quartiles of the ratios")
     parser.add_argument("--hooks", action="store_true", help="also print the time inside the callbacks' hooks")
+    parser.add_argument("--split", type=int, default=None, metavar="N",
+                        help="separate the per-call and per-epoch cost, with fits of 1 and N epochs")
     args = parser.parse_args()
     (x, y), _ = load_digits_split(0)
-    print(f"### {keras.backend.backend()}: fit time / plain fit, median of {args.rounds} interleaved rounds "
-          "after a warm-up\n")
-    print("| model | epochs of 1348 | plain fit (s) | " + " | ".join(CALLBACKS) + " |")
+    if args.split:
+        print(f"### {keras.backend.backend()}: per-epoch time / plain, and ms added per fit call, from fits of "
+              f"1 and {args.split} epochs, median of {args.rounds} interleaved rounds after a warm-up\n")
+        print("| model | plain epoch (s) | plain call (ms) | " + " | ".join(CALLBACKS) + " |")
+    else:
+        print(f"### {keras.backend.backend()}: fit time / plain fit, median of {args.rounds} interleaved rounds "
+              "after a warm-up\n")
+        print("| model | epochs of 1348 | plain fit (s) | " + " | ".join(CALLBACKS) + " |")
     print("|---" * (len(CALLBACKS) + 3) + "|")
     for name, build, data in workloads(x, args.only):
-        labels = y
-        variants = {"plain": lambda: []} | CALLBACKS
-        models = {}
-        for variant, make in variants.items():
-            keras.utils.set_random_seed(0)
-            models[variant] = build()
-            models[variant].compile("adam", "sparse_categorical_crossentropy")
-            timed_fit(models[variant], data, labels, make(), 1)  # warm-up: trace and compile
-        per_epoch = timed_fit(models["plain"], data, labels, [], 3) / 3
-        epochs = max(1, round(args.seconds / per_epoch))
-        times = {variant: [] for variant in variants}
-        hooks = {variant: [] for variant in variants}
-        order = list(variants)
-        for round_ in range(args.rounds):
-            # The order rotates every round: on this machine a fixed order
-            # biased identical fits by 3-4% by their position in the round.
-            shift = round_ % len(order)
-            for variant in order[shift:] + order[:shift]:
-                clock = [0.0]
-                callbacks = variants[variant]()
-                if args.hooks:
-                    callbacks = [HookTimer(callback, clock) for callback in callbacks]
-                times[variant].append(timed_fit(models[variant], data, labels, callbacks, epochs))
-                hooks[variant].append(clock[0])
-        cells = []
-        for variant in CALLBACKS:
-            ratios = sorted(t / p for t, p in zip(times[variant], times["plain"]))
-            cell = f"{statistics.median(ratios):.3f}"
-            if args.spread:
-                quartiles = statistics.quantiles(ratios, n=4)
-                cell += f" ({quartiles[0]:.2f}-{quartiles[2]:.2f})"
-            if args.hooks:
-                share = statistics.median(h / p for h, p in zip(hooks[variant], times["plain"]))
-                cell += f" [hooks {share:.1%}]"
-            cells.append(cell)
-        print(f"| {name} | {epochs} | {statistics.median(times['plain']):.2f} | "
-              + " | ".join(cells) + " |")
+        if args.split:
+            times, _ = measure(build, data, y, [1, args.split], args.rounds, hooks=False)
+            cells = [split_cell(times[v, 1], times[v, args.split], times["plain", 1], times["plain", args.split],
+                                args.split) for v in CALLBACKS]
+            epoch = [(lg - sh) / (args.split - 1) for sh, lg in zip(times["plain", 1], times["plain", args.split])]
+            call = [sh - e for sh, e in zip(times["plain", 1], epoch)]
+            print(f"| {name} | {statistics.median(epoch):.3f} | {1000 * statistics.median(call):.0f} | "
+                  + " | ".join(cells) + " |")
+            continue
+        keras.utils.set_random_seed(0)
+        probe = build()
+        probe.compile("adam", "sparse_categorical_crossentropy")
+        timed_fit(probe, data, y, [], 1)
+        epochs = max(1, round(args.seconds / (timed_fit(probe, data, y, [], 3) / 3)))
+        times, hook_times = measure(build, data, y, [epochs], args.rounds, args.hooks)
+        cells = [ratio_cell(times[v, epochs], times["plain", epochs], hook_times[v] if args.hooks else None,
+                            args.spread) for v in CALLBACKS]
+        print(f"| {name} | {epochs} | {statistics.median(times['plain', epochs]):.2f} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
