@@ -6,6 +6,7 @@ import pytest
 from keras_actkit.diagnosis import rules
 from keras_actkit.diagnosis.problems import Diagnosis, Problem
 from keras_actkit.diagnosis.rules import TrialRecord
+from keras_actkit.diagnosis.trial import Certainty
 
 
 def record(loss, initial=0.7, epochs=10, **kw):
@@ -79,6 +80,27 @@ def test_oscillating_is_up_and_down_without_gain_at_a_high_loss():
     assert rules.oscillating_loss(record(noisy)) is None
     converged = [0.3, 0.1, 0.08, 0.085, 0.079, 0.083, 0.08, 0.084]  # wobbling at a low plateau
     assert rules.oscillating_loss(record(converged)) is None
+
+
+def _certain(loss, **kw):
+    """What the trial's watch would have found certain, epoch by epoch, on `loss`."""
+    judge = Certainty()
+    for epoch in range(len(loss)):
+        judge.check(record(loss[: epoch + 1], **kw), epoch)
+    return judge.certain
+
+
+def test_oscillation_is_certain_during_the_run_and_its_noisy_twin_never():
+    # The wobbly curve meets the rule on its first 6 epochs (3 rises, no gain from
+    # epochs 1-3 to 4-6) and again on 7: certain at epoch 7 of 10, so the trial stops there.
+    wobbly = [0.6, 0.68, 0.55, 0.66, 0.55, 0.62, 0.56, 0.6, 0.55, 0.6]
+    assert [rules.oscillating_loss(record(wobbly[:n])) is not None for n in (4, 5, 6, 7)] == [False, False, True, True]
+    assert _certain(wobbly) == {"oscillating_loss": 7}
+    # A noisy batch-8 curve that falls: never flagged, on any prefix.
+    noisy = [0.6, 0.62, 0.55, 0.57, 0.5, 0.52, 0.46, 0.48, 0.44, 0.45]
+    assert _certain(noisy) == {}
+    # Not before 30% of the budget: the same 6 epochs out of a 30-epoch budget are too early (9 needed).
+    assert rules.oscillating_loss(record(wobbly[:6], epochs=30)) is None
 
 
 def test_progress_is_measured_from_the_loss_of_guessing_when_the_start_is_above_it():
