@@ -136,7 +136,8 @@ def _timed_again(dynamic, record, static):
 
 
 def _repair(result, model, x, y, settings):
-    context = {"x": x, "lr_suggestion": result.record.lr_suggestion}
+    context = {"x": x, "lr_suggestion": result.record.lr_suggestion,
+               "culprits": {p.kind: list(p.layers) for p in result.problems}}
     best = None
     for name in repairs.plan(result.problems, MAX_ATTEMPTS):
         built = repairs.REPAIRS[name](model, context)

@@ -69,9 +69,14 @@ def _span(names):
     return names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}"
 
 
-def swap_activation(wanted, activation, initializer, label):
+def swap_activation(wanted, activation, initializer, label, culprits_of=None):
+    """A repair giving the hidden layers with an activation in `wanted` another one (with its initialiser);
+    with `culprits_of`, only the layers the problem of that kind names."""
     def repair(model, context):
         names = _hidden(model, wanted)
+        if culprits_of is not None:
+            named = set(context.get("culprits", {}).get(culprits_of, ()))
+            names = [name for name in names if name in named]
         if not names:
             return None
         new = _compiled(_with_activations(model, names, activation, initializer), model)
@@ -199,7 +204,10 @@ REPAIRS = {
     "selu_lecun": swap_activation(_SATURATING, "selu", "lecun_normal", "SELU and LeCun-normal initialisation"),
     "leaky_relu_he": swap_activation(_RELU, "leaky_relu", "he_normal", "leaky ReLU and He-normal initialisation"),
     "hidden_relu": swap_activation(("softmax",), "relu", "he_normal", "ReLU and He-normal initialisation"),
-    "add_relu": swap_activation(("linear",), "relu", "he_normal", "ReLU and He-normal initialisation"),
+    # Only the layers found feeding another kernel: a linear layer elsewhere (a residual branch's end, a
+    # projection before an activation layer) is linear by design.
+    "add_relu": swap_activation(("linear",), "relu", "he_normal", "ReLU and He-normal initialisation",
+                                culprits_of="missing_nonlinearity"),
     "lower_lr": lower_lr, "raise_lr": raise_lr, "clipnorm": clipnorm, "adam": adam,
     "fix_output": fix_output, "normalize_input": normalize_input, "match_init": match_init,
 }
