@@ -42,7 +42,6 @@ class TrialRecord:
     update_ratios: np.ndarray = None
     dead: dict = dataclasses.field(default_factory=dict)  # layer -> fraction per check
     saturated: dict = dataclasses.field(default_factory=dict)
-    skipped: int = 0  # steps NaNGuard skipped
     output_layers: tuple = ()
     lr_suggestion: float = None
     chance_loss: float = None  # the loss of guessing (cross-entropies: log of the class count), if known

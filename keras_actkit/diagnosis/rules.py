@@ -32,7 +32,8 @@ DEAD_SHARE = 0.7
 SATURATED_SHARE = 0.5
 # Oscillating: rises of the epoch loss by >= 2% on at least 20% of the epochs
 # (AUTOTRAINER eta = 0.2), at least 2 of them, less than 3% gained over the
-# run's second half, and less than half of the reference loss removed.
+# run's second half (nothing gained, before the budget is spent), and less
+# than half of the reference loss removed.
 RISE = 0.02
 RISE_SHARE = 0.2
 SECOND_HALF_GAIN = 0.03
@@ -41,11 +42,13 @@ SECOND_HALF_GAIN = 0.03
 def non_finite(record):
     losses = series(record)
     bad = np.flatnonzero(~np.isfinite(losses))
-    if not record.skipped and not bad.size:
+    norms = np.asarray([] if record.grad_global is None else record.grad_global, "float64")
+    steps = int(np.count_nonzero(~np.isfinite(norms)))
+    if not steps and not bad.size:
         return None
     parts = []
-    if record.skipped:
-        parts.append(f"{record.skipped} step(s) had non-finite gradients (NaNGuard skipped them)")
+    if steps:
+        parts.append(f"{steps} of {len(norms)} recorded step(s) had non-finite gradients")
     if bad.size:
         parts.append(f"the loss was {losses[bad[0]]} at epoch {int(bad[0])}")
     return Problem("non_finite", (), "; ".join(parts), _lower_lr_text(record) + ", and clip gradients (clipnorm=1.0)")
@@ -133,7 +136,10 @@ def oscillating_loss(record):
 
     Judged during the run on the epochs so far, from 30% of the budget (at
     least 4 epochs) on, as AUTOTRAINER's `loss_issue` judges its unstable loss
-    from the judgment point on the history so far.
+    from the judgment point on the history so far. Before the budget is spent
+    the second half must have gained nothing at all: a small gain may be a slow
+    descent with epochs left to go on (a noisy plateau that still edges down
+    is not certain); at the end, less than 3% gained is not getting anywhere.
     """
     loss = np.asarray(record.loss, "float64")
     if len(loss) < max(4, JUDGMENT_POINT * record.epochs) or not np.isfinite(loss).all() \
@@ -141,9 +147,10 @@ def oscillating_loss(record):
         return None
     half = len(loss) // 2
     gain = (loss[:half].min() - loss[half:].min()) / abs(loss[:half].min())
+    allowed = SECOND_HALF_GAIN if len(loss) >= record.epochs else 0.0
     rises = np.diff(loss) > RISE * loss[:-1]
     count = int(rises.sum())
-    if gain >= SECOND_HALF_GAIN or count < max(2, RISE_SHARE * len(loss)):
+    if gain > allowed or count < max(2, RISE_SHARE * len(loss)):
         return None
     return Problem("oscillating_loss", (),
                    f"the epoch loss rose by more than {RISE:.0%} on {count} of {len(loss) - 1} epochs, gained "
