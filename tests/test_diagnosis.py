@@ -287,3 +287,35 @@ def test_missing_nonlinearity_is_found_in_a_functional_model_and_repaired_there_
     activations = {name: new.get_layer(name).get_config()["activation"] for name in ("f1", "l1", "f3", "out")}
     assert activations == {"f1": "relu", "l1": "relu", "f3": "linear", "out": "sigmoid"}
     assert ak.check_model(new).healthy
+
+
+@pytest.mark.parametrize("functional", [False, True])
+def test_the_batchnorm_repair_puts_batchnorm_before_each_hidden_activation(functional):
+    from keras_actkit.diagnosis.repairs import REPAIRS
+
+    keras.backend.clear_session()
+    model = mlp([(8, dict(activation="sigmoid"))] * 2)
+    if functional:
+        inputs = keras.Input((FEATURES,))
+        model = keras.Model(inputs, model.layers[2](model.layers[1](model.layers[0](inputs))))
+        model.compile("adam", "binary_crossentropy")
+    new, words, code = REPAIRS["batchnorm"](model, {})
+    for name in ("dense", "dense_1"):
+        parts = new.get_layer(name).layers
+        assert [type(p).__name__ for p in parts] == ["Dense", "BatchNormalization", "Activation"]
+        assert parts[0].get_config()["activation"] == "linear" and parts[2].get_config()["activation"] == "sigmoid"
+    assert new.get_layer("dense_2").get_config()["activation"] == "sigmoid"  # the output left as it was
+    assert "dense..dense_1" in words and "BatchNormalization()" in code
+    # The rebuilt graph computes kernel -> BN -> sigmoid: checked against numpy at inference.
+    x, _ = data()
+    h = x
+    for name in ("dense", "dense_1"):
+        dense, bn, _ = new.get_layer(name).layers
+        z = h @ keras.ops.convert_to_numpy(dense.kernel) + keras.ops.convert_to_numpy(dense.bias)
+        z = (z - keras.ops.convert_to_numpy(bn.moving_mean)) / np.sqrt(keras.ops.convert_to_numpy(bn.moving_variance)
+                                                                     + bn.epsilon)
+        h = 1 / (1 + np.exp(-(z * keras.ops.convert_to_numpy(bn.gamma) + keras.ops.convert_to_numpy(bn.beta))))
+    out = new.get_layer("dense_2")
+    expected = 1 / (1 + np.exp(-(h @ keras.ops.convert_to_numpy(out.kernel) + keras.ops.convert_to_numpy(out.bias))))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(new(x, training=False)), expected, rtol=1e-4, atol=1e-5)
+    assert new.optimizer is not None and ak.check_model(new).healthy
