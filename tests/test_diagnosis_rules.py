@@ -77,7 +77,7 @@ def test_non_finite_from_the_recorded_gradients_or_the_loss():
 
 
 def test_oscillating_is_up_and_down_without_gain_at_a_high_loss():
-    # Rises of > 2% on >= 2 epochs, < 3% gained over the second half, < 50% of the start removed.
+    # Rises of > 2% on >= 2 epochs, nothing gained from the first half to the second, < 50% of the start removed.
     wobbly = [0.6, 0.68, 0.55, 0.66, 0.55, 0.62, 0.56, 0.6, 0.55, 0.6]
     assert rules.oscillating_loss(record(wobbly)).kind == "oscillating_loss"
     noisy = [0.6, 0.62, 0.55, 0.57, 0.5, 0.52, 0.46, 0.48, 0.44, 0.45]  # batch noise on a falling loss
@@ -105,16 +105,17 @@ def test_oscillation_is_certain_during_the_run_and_its_noisy_twin_never():
     assert _certain(noisy) == {}
     # Not before 30% of the budget: the same 6 epochs out of a 30-epoch budget are too early (9 needed).
     assert rules.oscillating_loss(record(wobbly[:6], epochs=30)) is None
-    # A wobbly plateau still edging down (1.7% gained from the first half to the second): not certain
-    # while epochs are left (a converged noisy run, such as circles_healthy's, sits there); at the end, < 3%.
+    # A wobbly plateau still edging down (1.7% gained from the first half to the second), as a converged
+    # run on noisy data (circles_healthy) does: never, mid-run or at the end.
     edging = [0.6, 0.65, 0.58, 0.64, 0.585, 0.63, 0.57, 0.62]
     assert rules.oscillating_loss(record(edging, epochs=20)) is None
-    assert rules.oscillating_loss(record(edging, epochs=8)).kind == "oscillating_loss"
+    assert rules.oscillating_loss(record(edging, epochs=8)) is None
 
 
 def test_progress_is_measured_from_the_loss_of_guessing_when_the_start_is_above_it():
-    # AUTOTRAINER's blobs demo: unscaled inputs start the loss at 2.0; guessing 3 classes costs log 3.
-    r = record([0.889, 0.929, 0.911, 0.935, 0.954, 0.984, 0.91, 0.869], initial=2.02, epochs=8, chance_loss=np.log(3))
+    # Shaped like AUTOTRAINER's blobs demo: unscaled inputs start the loss at 2.0; guessing 3 classes costs
+    # log 3; the second half no better than the first.
+    r = record([0.869, 0.929, 0.911, 0.935, 0.954, 0.984, 0.91, 0.889], initial=2.02, epochs=8, chance_loss=np.log(3))
     assert rules.progress(r) == pytest.approx((np.log(3) - 0.869) / np.log(3))
     assert rules.oscillating_loss(r).kind == "oscillating_loss"
     assert rules.oscillating_loss(record(r.loss, initial=2.02, epochs=8)) is None  # from the start: 57% progress
