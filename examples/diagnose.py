@@ -33,13 +33,10 @@ def build(seed):
     return model
 
 
-def main():
-    args = parse_args(__doc__.splitlines()[0])
-    (x, y), (x_val, y_val) = load_digits_split(args.seed)
-    epochs = 4 if args.quick else 20
-    if args.quick:
-        x, y, x_val, y_val = x[:256], y[:256], x_val[:64], y_val[:64]
-    model = build(args.seed)
+def run(data, epochs, out, seed=0):
+    """Diagnose and repair the model on `data` ((x, y), (x_val, y_val)); print the report, save the figure."""
+    (x, y), (x_val, y_val) = data
+    model = build(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the instruments' own warnings: the diagnosis says it all
         result = ak.diagnose(model, x, y, validation_data=(x_val, y_val), epochs=epochs, batch_size=32,
@@ -48,7 +45,17 @@ def main():
     if result.repair is not None:
         print(f"\nvalidation accuracy: {result.score:.3f} as built, {result.repair['score']:.3f} repaired")
         print(f"the change, as code:\n{result.repair['code']}")
-    save_plot(result.plot(), args.out, "diagnose.png")
+    save_plot(result.plot(), out, "diagnose.png")
+    return result
+
+
+def main():
+    args = parse_args(__doc__.splitlines()[0])
+    (x, y), (x_val, y_val) = load_digits_split(args.seed)
+    epochs = 4 if args.quick else 20
+    if args.quick:
+        x, y, x_val, y_val = x[:256], y[:256], x_val[:64], y_val[:64]
+    run(((x, y), (x_val, y_val)), epochs, args.out, args.seed)
 
 
 if __name__ == "__main__":

@@ -261,3 +261,61 @@ def test_the_output_check_looks_inside_a_nested_model():
     wrapped = keras.Sequential([keras.Input((FEATURES,)), inner_bad])
     wrapped.compile("adam", "binary_crossentropy")
     assert [p.kind for p in ak.check_model(wrapped).problems] == ["output_loss_mismatch"]
+
+
+def functional_with_a_linear_stack():
+    """f1 (no activation) feeds f2 through BatchNormalization: a collapse. f3 (no activation) ends a
+    residual branch and l1 feeds a nested Sequential's kernel: by design and a collapse, respectively."""
+    inputs = keras.Input((FEATURES,))
+    h = L.BatchNormalization()(L.Dense(8, name="f1")(inputs))
+    h = L.Dense(8, activation="relu", name="f2")(h)
+    h = L.Add()([L.Dense(8, name="f3")(h), h])
+    inner = keras.Sequential([keras.Input((8,)), L.Dense(8, activation="relu", name="inner")], name="block")
+    h = inner(L.Dropout(0.1)(L.Dense(8, name="l1")(h)))
+    model = keras.Model(inputs, L.Dense(1, activation="sigmoid", name="out")(h))
+    model.compile("adam", "binary_crossentropy")
+    return model
+
+
+def test_missing_nonlinearity_is_found_in_a_functional_model_and_repaired_there_only():
+    from keras_actkit.diagnosis.repairs import REPAIRS
+
+    model = functional_with_a_linear_stack()
+    (problem,) = ak.check_model(model).problems
+    assert problem.kind == "missing_nonlinearity" and problem.layers == ("f1", "l1")
+    new, words, _ = REPAIRS["add_relu"](model, {"culprits": {problem.kind: list(problem.layers)}})
+    activations = {name: new.get_layer(name).get_config()["activation"] for name in ("f1", "l1", "f3", "out")}
+    assert activations == {"f1": "relu", "l1": "relu", "f3": "linear", "out": "sigmoid"}
+    assert ak.check_model(new).healthy
+
+
+@pytest.mark.parametrize("functional", [False, True])
+def test_the_batchnorm_repair_puts_batchnorm_before_each_hidden_activation(functional):
+    from keras_actkit.diagnosis.repairs import REPAIRS
+
+    keras.backend.clear_session()
+    model = mlp([(8, dict(activation="sigmoid"))] * 2)
+    if functional:
+        inputs = keras.Input((FEATURES,))
+        model = keras.Model(inputs, model.layers[2](model.layers[1](model.layers[0](inputs))))
+        model.compile("adam", "binary_crossentropy")
+    new, words, code = REPAIRS["batchnorm"](model, {})
+    for name in ("dense", "dense_1"):
+        parts = new.get_layer(name).layers
+        assert [type(p).__name__ for p in parts] == ["Dense", "BatchNormalization", "Activation"]
+        assert parts[0].get_config()["activation"] == "linear" and parts[2].get_config()["activation"] == "sigmoid"
+    assert new.get_layer("dense_2").get_config()["activation"] == "sigmoid"  # the output left as it was
+    assert "dense..dense_1" in words and "BatchNormalization()" in code
+    # The rebuilt graph computes kernel -> BN -> sigmoid: checked against numpy at inference.
+    x, _ = data()
+    h = x
+    for name in ("dense", "dense_1"):
+        dense, bn, _ = new.get_layer(name).layers
+        z = h @ keras.ops.convert_to_numpy(dense.kernel) + keras.ops.convert_to_numpy(dense.bias)
+        z = (z - keras.ops.convert_to_numpy(bn.moving_mean)) / np.sqrt(keras.ops.convert_to_numpy(bn.moving_variance)
+                                                                     + bn.epsilon)
+        h = 1 / (1 + np.exp(-(z * keras.ops.convert_to_numpy(bn.gamma) + keras.ops.convert_to_numpy(bn.beta))))
+    out = new.get_layer("dense_2")
+    expected = 1 / (1 + np.exp(-(h @ keras.ops.convert_to_numpy(out.kernel) + keras.ops.convert_to_numpy(out.bias))))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(new(x, training=False)), expected, rtol=1e-4, atol=1e-5)
+    assert new.optimizer is not None and ak.check_model(new).healthy

@@ -6,6 +6,7 @@ import pytest
 from keras_actkit.diagnosis import rules
 from keras_actkit.diagnosis.problems import Diagnosis, Problem
 from keras_actkit.diagnosis.rules import TrialRecord
+from keras_actkit.diagnosis.trial import Certainty
 
 
 def record(loss, initial=0.7, epochs=10, **kw):
@@ -65,14 +66,18 @@ def test_saturated_from_half_of_the_units():
     assert rules.saturated_activation(record(FLAT, saturated=sat)).layers == ("dense_1",)
 
 
-def test_non_finite_from_skipped_steps_or_the_loss():
-    assert rules.non_finite(record(LEARNING, skipped=3)).kind == "non_finite"
+def test_non_finite_from_the_recorded_gradients_or_the_loss():
+    g = grads(1e-3, 1e-2)
+    g["grad_global"] = g["grad_global"].copy()
+    g["grad_global"][[2, 4]] = [np.nan, np.inf]
+    problem = rules.non_finite(record(LEARNING, **g))
+    assert problem.kind == "non_finite" and "2 of 6 recorded step(s)" in problem.evidence
     assert rules.non_finite(record([0.6, np.nan])).kind == "non_finite"
     assert rules.non_finite(record(LEARNING)) is None
 
 
 def test_oscillating_is_up_and_down_without_gain_at_a_high_loss():
-    # Rises of > 2% on >= 2 epochs, < 3% gained over the second half, < 50% of the start removed.
+    # Rises of > 2% on >= 2 epochs, nothing gained from the first half to the second, < 50% of the start removed.
     wobbly = [0.6, 0.68, 0.55, 0.66, 0.55, 0.62, 0.56, 0.6, 0.55, 0.6]
     assert rules.oscillating_loss(record(wobbly)).kind == "oscillating_loss"
     noisy = [0.6, 0.62, 0.55, 0.57, 0.5, 0.52, 0.46, 0.48, 0.44, 0.45]  # batch noise on a falling loss
@@ -81,12 +86,39 @@ def test_oscillating_is_up_and_down_without_gain_at_a_high_loss():
     assert rules.oscillating_loss(record(converged)) is None
 
 
+def _certain(loss, **kw):
+    """What the trial's watch would have found certain, epoch by epoch, on `loss`."""
+    judge = Certainty()
+    for epoch in range(len(loss)):
+        judge.check(record(loss[: epoch + 1], **kw), epoch)
+    return judge.certain
+
+
+def test_oscillation_is_certain_during_the_run_and_its_noisy_twin_never():
+    # The wobbly curve meets the rule on its first 6 epochs (3 rises, no gain from
+    # epochs 1-3 to 4-6) and again on 7: certain at epoch 7 of 10, so the trial stops there.
+    wobbly = [0.6, 0.68, 0.55, 0.66, 0.55, 0.62, 0.56, 0.6, 0.55, 0.6]
+    assert [rules.oscillating_loss(record(wobbly[:n])) is not None for n in (4, 5, 6, 7)] == [False, False, True, True]
+    assert _certain(wobbly) == {"oscillating_loss": 7}
+    # A noisy batch-8 curve that falls: never flagged, on any prefix.
+    noisy = [0.6, 0.62, 0.55, 0.57, 0.5, 0.52, 0.46, 0.48, 0.44, 0.45]
+    assert _certain(noisy) == {}
+    # Not before 30% of the budget: the same 6 epochs out of a 30-epoch budget are too early (9 needed).
+    assert rules.oscillating_loss(record(wobbly[:6], epochs=30)) is None
+    # A wobbly plateau still edging down (1.7% gained from the first half to the second), as a converged
+    # run on noisy data (circles_healthy) does: never, mid-run or at the end.
+    edging = [0.6, 0.65, 0.58, 0.64, 0.585, 0.63, 0.57, 0.62]
+    assert rules.oscillating_loss(record(edging, epochs=20)) is None
+    assert rules.oscillating_loss(record(edging, epochs=8)) is None
+
+
 def test_progress_is_measured_from_the_loss_of_guessing_when_the_start_is_above_it():
-    # AUTOTRAINER's blobs demo: unscaled inputs start the loss at 2.0; guessing 3 classes costs log 3.
-    r = record([0.889, 0.929, 0.911, 0.935, 0.954, 0.984, 0.91, 0.869], initial=2.02, chance_loss=np.log(3))
+    # Shaped like AUTOTRAINER's blobs demo: unscaled inputs start the loss at 2.0; guessing 3 classes costs
+    # log 3; the second half no better than the first.
+    r = record([0.869, 0.929, 0.911, 0.935, 0.954, 0.984, 0.91, 0.889], initial=2.02, epochs=8, chance_loss=np.log(3))
     assert rules.progress(r) == pytest.approx((np.log(3) - 0.869) / np.log(3))
     assert rules.oscillating_loss(r).kind == "oscillating_loss"
-    assert rules.oscillating_loss(record(r.loss, initial=2.02)) is None  # from the start: 57% progress
+    assert rules.oscillating_loss(record(r.loss, initial=2.02, epochs=8)) is None  # from the start: 57% progress
 
 
 def test_not_learning_judged_from_thirty_percent_of_the_budget():

@@ -1,3 +1,4 @@
+import importlib
 import os
 import subprocess
 import sys
@@ -75,3 +76,20 @@ def test_distributed_example_matches_one_device(tmp_path):
         assert float(two[3]) < 1e-4  # layer norms equal the one-device run's up to rounding
         assert two[-1] == "True"
     assert (tmp_path / "distributed.png").stat().st_size > 10_000
+
+
+def test_diagnose_example_finds_repairs_and_plots(tmp_path, monkeypatch, capsys):
+    # In this process, on the example's quick budget (4 epochs, 256 samples), with one repair
+    # attempt instead of four: a fresh process and three more trials cost ~20 s on JAX.
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    example = importlib.import_module("diagnose")
+    from _common import load_digits_split
+
+    monkeypatch.setattr(importlib.import_module("keras_actkit.diagnosis.diagnose"), "MAX_ATTEMPTS", 1)
+    (x, y), (x_val, y_val) = load_digits_split()
+    result = example.run(((x[:256], y[:256]), (x_val[:64], y_val[:64])), 4, tmp_path)
+    printed = capsys.readouterr().out
+    assert [p.kind for p in result.problems][:1] in (["vanishing_gradient"], ["saturated_activation"])
+    assert result.repair is not None and result.repair["score"] > result.score
+    assert "repair kept: replaced the sigmoid activations" in printed and "the change, as code:" in printed
+    assert (tmp_path / "diagnose.png").stat().st_size > 10_000

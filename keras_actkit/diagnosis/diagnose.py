@@ -70,7 +70,7 @@ def diagnose(model, x, y=None, *, validation_data=None, epochs=10, batch_size=No
     First the static checks of `check_model` and of the inputs (unscaled
     features); then a trial run of a copy (weights, optimizer config, loss and
     metrics copied; the user's model is left bit for bit as it was) with the
-    kit's own instruments attached: `NaNGuard`, `GradientNormLogger`,
+    kit's own instruments attached: `GradientNormLogger`,
     `DeadNeuronMonitor`. The rules (`keras_actkit.diagnosis.rules`) read
     what they measured; the trial stops as soon as a finding has held on two
     epoch checks in a row (a non-finite step: at once). For learning-rate
@@ -136,7 +136,8 @@ def _timed_again(dynamic, record, static):
 
 
 def _repair(result, model, x, y, settings):
-    context = {"x": x, "lr_suggestion": result.record.lr_suggestion}
+    context = {"x": x, "lr_suggestion": result.record.lr_suggestion,
+               "culprits": {p.kind: list(p.layers) for p in result.problems}}
     best = None
     for name in repairs.plan(result.problems, MAX_ATTEMPTS):
         built = repairs.REPAIRS[name](model, context)

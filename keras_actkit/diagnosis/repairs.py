@@ -10,7 +10,8 @@ from the user's own weights.
 import keras
 
 from keras_actkit.activation_info import describe_activation
-from keras_actkit.diagnosis.static import loss_spec, output_layers
+from keras_actkit.diagnosis.linear_stack import KERNEL_LAYERS, activation_name
+from keras_actkit.diagnosis.static import is_graph, loss_spec, output_layers
 from keras_actkit.diagnosis.trial import copy_model, learning_rate
 
 _SATURATING = ("sigmoid", "tanh", "hard_sigmoid", "hard_tanh", "softsign")
@@ -69,9 +70,14 @@ def _span(names):
     return names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}"
 
 
-def swap_activation(wanted, activation, initializer, label):
+def swap_activation(wanted, activation, initializer, label, culprits_of=None):
+    """A repair giving the hidden layers with an activation in `wanted` another one (with its initialiser);
+    with `culprits_of`, only the layers the problem of that kind names."""
     def repair(model, context):
         names = _hidden(model, wanted)
+        if culprits_of is not None:
+            named = set(context.get("culprits", {}).get(culprits_of, ()))
+            names = [name for name in names if name in named]
         if not names:
             return None
         new = _compiled(_with_activations(model, names, activation, initializer), model)
@@ -181,6 +187,44 @@ def match_init(model, context):
         "keras_actkit.match_initializers(model)"
 
 
+def _with_batchnorm(layer):
+    """`layer` (a kernel layer with an activation) as kernel, BatchNormalization, activation, under its name."""
+    config = layer.get_config()
+    activation = config["activation"]
+    config.update(activation="linear", name=f"{layer.name}_kernel")
+    parts = [layer.__class__.from_config(config), keras.layers.BatchNormalization(name=f"{layer.name}_bn"),
+             keras.layers.Activation(activation, name=f"{layer.name}_activation")]
+    return keras.Sequential(parts, name=layer.name)
+
+
+def add_batchnorm(model, context):
+    """BatchNormalization between the kernel and the activation of every hidden kernel layer (fresh weights).
+
+    The graph is rebuilt by `clone_model` (Sequential and Functional models):
+    each such layer becomes a small Sequential of the same name. It keeps the
+    pre-activations of every layer at unit scale, so a deep sigmoid or tanh
+    stack neither saturates nor shrinks its gradients layer after layer
+    (Ioffe & Szegedy 2015; AUTOTRAINER's `BN` repair, tried after the
+    activation changes).
+    """
+    if not is_graph(model):
+        return None
+    out = {layer.name for layer in output_layers(model)}
+    names = [layer.name for layer in model.layers if isinstance(layer, KERNEL_LAYERS) and layer.name not in out
+             and activation_name(layer) not in ("linear", None)]
+    if not names:
+        return None
+
+    def clone(layer):
+        return _with_batchnorm(layer) if layer.name in names else layer.__class__.from_config(layer.get_config())
+
+    new = _compiled(keras.models.clone_model(model, clone_function=clone), model)
+    activation = activation_name(model.get_layer(names[0]))
+    return new, f"added BatchNormalization between the kernel and the activation of {_span(names)}", \
+        (f"# for {', '.join(names)}:\nkeras.layers.Dense(units), keras.layers.BatchNormalization(), "
+         f"keras.layers.Activation({activation!r})")
+
+
 def then(first, second):
     """Two repairs in turn: `second` applied to `first`'s (untrained) model."""
     def repair(model, context):
@@ -199,16 +243,20 @@ REPAIRS = {
     "selu_lecun": swap_activation(_SATURATING, "selu", "lecun_normal", "SELU and LeCun-normal initialisation"),
     "leaky_relu_he": swap_activation(_RELU, "leaky_relu", "he_normal", "leaky ReLU and He-normal initialisation"),
     "hidden_relu": swap_activation(("softmax",), "relu", "he_normal", "ReLU and He-normal initialisation"),
-    "add_relu": swap_activation(("linear",), "relu", "he_normal", "ReLU and He-normal initialisation"),
+    # Only the layers found feeding another kernel: a linear layer elsewhere (a residual branch's end, a
+    # projection before an activation layer) is linear by design.
+    "add_relu": swap_activation(("linear",), "relu", "he_normal", "ReLU and He-normal initialisation",
+                                culprits_of="missing_nonlinearity"),
     "lower_lr": lower_lr, "raise_lr": raise_lr, "clipnorm": clipnorm, "adam": adam,
     "fix_output": fix_output, "normalize_input": normalize_input, "match_init": match_init,
+    "batchnorm": add_batchnorm,
 }
 # A deep net the activation fix has revived may still be too slow for the budget at the old LR.
 REPAIRS["selu_lecun+raise_lr"] = then("selu_lecun", "raise_lr")
 
 # Per kind, the fixes to try, cheapest and most likely first (AUTOTRAINER's
-# repair.py order for the gradient problems: SELU+LeCun, then ReLU+He; narrow deep
-# ReLU stacks die where SELU keeps its units alive).
+# repair.py order for the gradient problems: SELU+LeCun, then ReLU+He, structural
+# BatchNormalization last; narrow deep ReLU stacks die where SELU keeps its units alive).
 PLAN = {
     "output_loss_mismatch": ("fix_output",),
     "unscaled_input": ("normalize_input",),
@@ -217,8 +265,8 @@ PLAN = {
     "bad_initialization": ("match_init",),
     "non_finite": ("lower_lr", "clipnorm"),
     "exploding_gradient": ("clipnorm", "lower_lr"),
-    "vanishing_gradient": ("selu_lecun", "relu_he", "selu_lecun+raise_lr"),
-    "saturated_activation": ("selu_lecun", "relu_he", "selu_lecun+raise_lr"),
+    "vanishing_gradient": ("selu_lecun", "relu_he", "selu_lecun+raise_lr", "batchnorm"),
+    "saturated_activation": ("selu_lecun", "relu_he", "selu_lecun+raise_lr", "batchnorm"),
     "dead_relu": ("leaky_relu_he", "lower_lr"),
     "lr_too_high": ("lower_lr", "clipnorm"),
     "oscillating_loss": ("lower_lr", "clipnorm"),

@@ -13,18 +13,13 @@ they come from are argued in docs/guides/diagnose.md; in short:
   the epochs; DeepDiagnosis's callbacks.py: saturated share 0.5).
 """
 
-import dataclasses
-import math
-
 import numpy as np
 
 from keras_actkit.diagnosis.problems import Problem
+from keras_actkit.diagnosis.record import (  # noqa: F401  (TrialRecord and the gates: part of this module's API)
+    HALF, JUDGMENT_POINT, NO_PROGRESS, TrialRecord, diverged, failing, no_progress, progress, reference, series,
+    stalled)
 
-# Stalled: the loss has not fallen by 1% over the last k epochs (k = 10% of
-# the budget, at least 2) and is not yet half its starting value.
-PLATEAU = 0.01
-PLATEAU_SHARE = 0.1
-HALF = 0.5
 # Vanishing: RMS gradient of the first layer below 1e-3 x the last layer's
 # (AUTOTRAINER beta_1 = 1e-3; GradientNormLogger's own default).
 VANISHING_RATIO = 1e-3
@@ -36,105 +31,22 @@ DEAD_SHARE = 0.7
 # Saturated: >= 50% of a hidden layer's units saturated (DeepDiagnosis threshold_layer = 0.5).
 SATURATED_SHARE = 0.5
 # Oscillating: rises of the epoch loss by >= 2% on at least 20% of the epochs
-# (AUTOTRAINER eta = 0.2), at least 2 of them, less than 3% gained over the
-# run's second half, and less than half of the reference loss removed.
+# (AUTOTRAINER eta = 0.2), at least 2 of them, nothing gained from the first
+# half of the epochs to the second, and less than half of the reference loss removed.
 RISE = 0.02
 RISE_SHARE = 0.2
-SECOND_HALF_GAIN = 0.03
-# Not learning: the loss fell by less than 5% of its start over the run,
-# judged after 30% of the budget at the earliest (AUTOTRAINER's judgment point).
-NO_PROGRESS = 0.05
-JUDGMENT_POINT = 0.3
-# Diverged: the loss ended 10% above where it started.
-DIVERGED = 1.1
-
-
-@dataclasses.dataclass
-class TrialRecord:
-    """What one trial run measured, as plain numbers (see `trial.run_trial`)."""
-
-    epochs: int  # the budget
-    steps_per_epoch: int
-    initial_loss: float
-    loss: np.ndarray  # per completed epoch
-    val_loss: np.ndarray = None
-    lr: float = None
-    grad_layers: list = dataclasses.field(default_factory=list)
-    grad_sizes: np.ndarray = None  # parameters per layer
-    grad_steps: np.ndarray = None
-    grad_global: np.ndarray = None
-    grad_norms: np.ndarray = None  # (records, layers)
-    update_ratios: np.ndarray = None
-    dead: dict = dataclasses.field(default_factory=dict)  # layer -> fraction per check
-    saturated: dict = dataclasses.field(default_factory=dict)
-    skipped: int = 0  # steps NaNGuard skipped
-    output_layers: tuple = ()
-    lr_suggestion: float = None
-    chance_loss: float = None  # the loss of guessing (cross-entropies: log of the class count), if known
-
-
-def _series(record):
-    return np.concatenate([[record.initial_loss], np.asarray(record.loss, "float64")])
-
-
-def reference(record):
-    """The loss progress is measured from: the starting loss, or the loss of guessing when that is lower.
-
-    A cross-entropy's loss of guessing (log of the class count) is what a model
-    that learnt nothing about the inputs reaches by fitting its output bias; a
-    start far above it (large initial logits, unscaled inputs) would otherwise
-    count that bias fit as progress.
-    """
-    if record.chance_loss and np.isfinite(record.initial_loss):
-        return min(record.initial_loss, record.chance_loss)
-    return record.initial_loss
-
-
-def progress(record):
-    """Share of the reference loss the run has removed so far (best epoch)."""
-    series = _series(record)
-    finite = series[np.isfinite(series)]
-    start = reference(record)
-    if len(series) < 2 or not finite.size or not np.isfinite(start) or start == 0:
-        return 0.0
-    return float((start - finite[1:].min()) / abs(start)) if finite.size > 1 else 0.0
-
-
-def stalled(record):
-    """True while the loss is neither falling nor low.
-
-    After k epochs (10% of the budget, at least 2): no 1% gain over the last
-    k epochs, or (cross-entropies) still no better than guessing; and less
-    than half of the reference loss removed.
-    """
-    series = _series(record)
-    k = max(2, math.ceil(PLATEAU_SHARE * record.epochs))
-    if len(series) < k + 1 or not np.isfinite(series).all():
-        return False
-    before, window = series[-k - 1], series[-k:]
-    gain = (before - window.min()) / abs(before) if before else 0.0
-    guessing = bool(record.chance_loss and window.min() > (1 - PLATEAU) * record.chance_loss)
-    return bool((gain < PLATEAU or guessing) and progress(record) < HALF)
-
-
-def no_progress(record):
-    """True once 30% of the budget is spent with less than 5% of the starting loss removed."""
-    return bool(len(record.loss) >= JUDGMENT_POINT * record.epochs and progress(record) < NO_PROGRESS)
-
-
-def failing(record):
-    """The gate of the gradient and activation rules: stalled now, or no progress over the run."""
-    return stalled(record) or no_progress(record)
 
 
 def non_finite(record):
-    losses = _series(record)
+    losses = series(record)
     bad = np.flatnonzero(~np.isfinite(losses))
-    if not record.skipped and not bad.size:
+    norms = np.asarray([] if record.grad_global is None else record.grad_global, "float64")
+    steps = int(np.count_nonzero(~np.isfinite(norms)))
+    if not steps and not bad.size:
         return None
     parts = []
-    if record.skipped:
-        parts.append(f"{record.skipped} step(s) had non-finite gradients (NaNGuard skipped them)")
+    if steps:
+        parts.append(f"{steps} of {len(norms)} recorded step(s) had non-finite gradients")
     if bad.size:
         parts.append(f"the loss was {losses[bad[0]]} at epoch {int(bad[0])}")
     return Problem("non_finite", (), "; ".join(parts), _lower_lr_text(record) + ", and clip gradients (clipnorm=1.0)")
@@ -210,11 +122,6 @@ def saturated_activation(record):
                             "or add BatchNormalization before them")
 
 
-def diverged(record):
-    series = _series(record)
-    return bool(len(series) > 1 and np.isfinite(series).all() and series[-1] > DIVERGED * series[0])
-
-
 def lr_too_high(record):
     if not diverged(record):
         return None
@@ -223,19 +130,28 @@ def lr_too_high(record):
 
 
 def oscillating_loss(record):
-    """Up and down without getting anywhere: frequent rises, no gain over the run's second half, loss high."""
+    """Up and down without getting anywhere: frequent rises, no gain over the second half, loss high.
+
+    Judged during the run on the epochs so far, from 30% of the budget (at
+    least 4 epochs) on, as AUTOTRAINER's `loss_issue` judges its unstable loss
+    from the judgment point on the history so far. The second half must have
+    gained nothing at all on the first: a converged but noisy plateau edges
+    down by a few percent from half to half, and which side of any small
+    allowance it lands on depends on the shuffling seed.
+    """
     loss = np.asarray(record.loss, "float64")
-    if len(loss) < 4 or not np.isfinite(loss).all() or progress(record) >= HALF:
+    if len(loss) < max(4, JUDGMENT_POINT * record.epochs) or not np.isfinite(loss).all() \
+            or progress(record) >= HALF:
         return None
     half = len(loss) // 2
     gain = (loss[:half].min() - loss[half:].min()) / abs(loss[:half].min())
     rises = np.diff(loss) > RISE * loss[:-1]
     count = int(rises.sum())
-    if gain >= SECOND_HALF_GAIN or count < max(2, RISE_SHARE * len(loss)):
+    if gain > 0 or count < max(2, RISE_SHARE * len(loss)):
         return None
     return Problem("oscillating_loss", (),
-                   f"the epoch loss rose by more than {RISE:.0%} on {count} of {len(loss) - 1} epochs, gained "
-                   f"{max(gain, 0):.1%} over the second half of the run and stays at {loss[-1]:.3g} "
+                   f"the epoch loss rose by more than {RISE:.0%} on {count} of {len(loss) - 1} epochs, the best of "
+                   f"their second half is {-gain:.1%} above the first half's, and it stays at {loss[-1]:.3g} "
                    f"(progress {progress(record):.0%} of {reference(record):.3g})",
                    _lower_lr_text(record) + " (or use a larger batch)")
 
@@ -254,8 +170,7 @@ def lr_too_low(record):
     """Not learning, but every epoch a little better: the steps are too small."""
     if not_learning(record) is None:
         return None
-    series = _series(record)
-    if not (np.diff(series) < 0).all():
+    if not (np.diff(series(record)) < 0).all():
         return None
     target = record.lr_suggestion
     raise_to = f"raise the learning rate to {target:.2g}, the range test's suggestion" if target and record.lr \
@@ -275,11 +190,11 @@ def _lower_lr_text(record):
     return "lower the learning rate 10x"
 
 
-# Rules that may stop the trial early once they hold on consecutive checks, root causes first.
-EARLY_RULES = (non_finite, exploding_gradient, dead_relu, saturated_activation, vanishing_gradient, lr_too_high,
-               lr_too_low, not_learning)
-# Rules judged on the whole run, in report order.
-FINAL_RULES = EARLY_RULES[:-2] + (oscillating_loss, lr_too_low, not_learning)
+# Every rule, root causes first (the report's order). Each is judged at every
+# epoch's end on the epochs so far; a finding that holds on consecutive checks
+# stops the trial (`trial._Watch`).
+RULES = (non_finite, exploding_gradient, dead_relu, saturated_activation, vanishing_gradient, lr_too_high,
+         oscillating_loss, lr_too_low, not_learning)
 # What each finding already explains (left out of the report when the finding is there).
 _EXPLAINS = {
     "non_finite": {"lr_too_high", "oscillating_loss", "not_learning", "lr_too_low"},
@@ -292,7 +207,7 @@ _EXPLAINS = {
 }
 
 
-def evaluate(record, rules=FINAL_RULES):
+def evaluate(record, rules=RULES):
     """Every rule's finding on `record`, root causes first; symptoms an earlier finding explains left out."""
     found = [p for p in (rule(record) for rule in rules) if p is not None]
     explained = set()

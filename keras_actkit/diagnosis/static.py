@@ -6,15 +6,11 @@ import keras
 import numpy as np
 
 from keras_actkit.activation_info import describe_activation
+from keras_actkit.diagnosis.linear_stack import KERNEL_LAYERS, activation_name, linear_feeds
 from keras_actkit.diagnosis.problems import Diagnosis, Problem
 
 _CROSSENTROPY = ("sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy",
                  "categorical_focal_crossentropy", "binary_focal_crossentropy")
-_KERNEL_LAYERS = (keras.layers.Dense, keras.layers.EinsumDense, keras.layers.Conv1D, keras.layers.Conv2D,
-                  keras.layers.Conv3D)
-# Layers that keep a chain of kernels linear (BatchNormalization is affine at inference).
-_LINEAR_BETWEEN = (keras.layers.Dropout, keras.layers.GaussianNoise, keras.layers.Flatten, keras.layers.Reshape,
-                   keras.layers.Permute, keras.layers.BatchNormalization, keras.layers.Identity)
 # He initialisation keeps fan_in * Var(w) = 2; ten times that grows the signal ~3x per layer.
 INIT_TOO_LARGE = 20.0
 # Inputs: Glorot/He assume unit-scale inputs; a feature of RMS > 20 drives the
@@ -74,12 +70,6 @@ def output_layers(model):
     return [model.get_layer(name) for name in names]
 
 
-def _activation_name(layer):
-    info = describe_activation(layer) if not hasattr(layer, "activation") else \
-        describe_activation(getattr(layer, "activation", None))
-    return None if info is None else info.name
-
-
 def _output_problem(model):
     if not is_graph(model):
         return None
@@ -89,7 +79,7 @@ def _output_problem(model):
     layer, units = outputs[0], model.outputs[0].shape[-1]
     while isinstance(layer, keras.Model) and is_graph(layer) and len(output_layers(layer)) == 1:
         layer = output_layers(layer)[0]  # a nested model: its own output layer
-    activation = _activation_name(layer)
+    activation = activation_name(layer)
     loss, logits = loss_spec(model)
     name = layer.name
     if activation == "softmax" and units == 1:
@@ -124,7 +114,7 @@ def _hidden_softmax(model):
     if not is_graph(model):
         return None  # which layer is the output is not known
     out = {layer.name for layer in output_layers(model)}
-    hidden = [layer.name for layer in model.layers if layer.name not in out and _activation_name(layer) == "softmax"]
+    hidden = [layer.name for layer in model.layers if layer.name not in out and activation_name(layer) == "softmax"]
     if not hidden:
         return None
     return Problem("hidden_softmax", hidden, f"softmax on hidden layer(s) {', '.join(hidden)}: their units compete "
@@ -133,17 +123,8 @@ def _hidden_softmax(model):
 
 
 def _missing_nonlinearity(model):
-    """Sequential models: a kernel layer without activation feeding another through linear layers only."""
-    if not isinstance(model, keras.Sequential):
-        return None
-    pairs, linear_kernel = [], None
-    for layer in model.layers:
-        if isinstance(layer, _KERNEL_LAYERS):
-            if linear_kernel is not None:
-                pairs.append(linear_kernel)
-            linear_kernel = layer.name if _activation_name(layer) == "linear" else None
-        elif not isinstance(layer, _LINEAR_BETWEEN) and _activation_name(layer) != "linear":
-            linear_kernel = None
+    """A kernel layer without activation feeding another through linear layers only (Sequential, Functional)."""
+    pairs = linear_feeds(model)
     if not pairs:
         return None
     return Problem("missing_nonlinearity", pairs,
@@ -159,7 +140,7 @@ def _bad_initialization(model):
     symmetric, large = [], []
     for layer in model.layers:
         kernel = getattr(layer, "kernel", None)
-        if not isinstance(layer, _KERNEL_LAYERS) or kernel is None:
+        if not isinstance(layer, KERNEL_LAYERS) or kernel is None:
             continue
         w = keras.ops.convert_to_numpy(kernel).astype("float64")
         fan_in = int(np.prod(w.shape[:-1]))
@@ -192,7 +173,7 @@ def check_model(model):
     Looks for an output layer that does not fit the loss (a single-unit
     softmax, probabilities into `from_logits=True`, a ReLU or unbounded output
     for a cross-entropy), softmax on hidden layers, stacked layers without a
-    non-linearity between them (Sequential models), and initial weights that
+    non-linearity between them, and initial weights that
     are all equal or far too large.
 
     Args:

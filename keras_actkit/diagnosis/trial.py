@@ -1,9 +1,15 @@
 """The trial run: train a copy of the model with the kit's own instruments attached.
 
 Everything measured here comes from the public surface of the kit's callbacks
-(`GradientNormLogger.history` and `.layer_sizes`, `DeadNeuronMonitor.history`,
-`NaNGuard.skipped`) and from Keras's `History`; the rules in `rules.py` read
-only the `TrialRecord` built from them.
+(`GradientNormLogger.history` and `.layer_sizes`, `DeadNeuronMonitor.history`)
+and from Keras's `History`; the rules in `rules.py` read only the
+`TrialRecord` built from them.
+
+No `NaNGuard` is attached: a non-finite gradient shows in the logger's record
+of that step (every step is recorded where steps are compiled) and in the
+epoch's loss, and the trial stops at that epoch's end; the guard's in-graph
+skip cost ~0.4 s more XLA compilation per trial on JAX, for nothing the rules
+read.
 """
 
 import math
@@ -12,9 +18,9 @@ import warnings
 import keras
 import numpy as np
 
+from keras_actkit import _backend
 from keras_actkit.callbacks.dead_neurons import DeadNeuronMonitor
 from keras_actkit.callbacks.gradient_norms import GradientNormLogger
-from keras_actkit.callbacks.nan_guard import NaNGuard
 from keras_actkit.diagnosis import rules
 from keras_actkit.diagnosis.static import chance_loss, is_graph, output_layers
 
@@ -74,43 +80,76 @@ def steps_per_epoch(x, batch_size, fit_kwargs):
 
 
 def initial_loss(model, x, y, batch_size):
-    """The loss before any training, on the first INITIAL_SAMPLES samples.
+    """The loss before any training, on the first INITIAL_SAMPLES samples (4 batches of other inputs).
 
-    Arrays: one eager forward pass and `model.compute_loss` (no compiled
-    function: on JAX a compiled `evaluate` cost ~2 s of XLA compilation, more
-    than a small model's whole fit). Other inputs: `evaluate` on 4 batches.
+    Through `evaluate` with the user's batch size, on a whole number of
+    batches: the compiled test step it builds is the one the trial's
+    validation pass reuses (same batch shape), so measuring the start costs no
+    compilation of its own. (An eager forward pass cost ~1.3 s on JAX, one
+    small XLA compilation per op; a compiled `evaluate` of another batch shape
+    ~0.5 s more.)
     """
-    if _length(x) is not None:
-        cut = keras.tree.map_structure(lambda a: a[:INITIAL_SAMPLES], x)
-        cut_y = None if y is None else keras.tree.map_structure(lambda a: a[:INITIAL_SAMPLES], y)
-        y_pred = model(cut, training=False)
-        loss = model.compute_loss(x=cut, y=cut_y, y_pred=y_pred, training=False)
-        return float(keras.ops.convert_to_numpy(loss))
-    return float(model.evaluate(x, y, steps=4, verbose=0, return_dict=True)["loss"])
+    n = _length(x)
+    if n is None:
+        return float(model.evaluate(x, y, steps=4, verbose=0, return_dict=True)["loss"])
+    size = batch_size or 32
+    n = min(n, INITIAL_SAMPLES)
+    n = n // size * size or n
+    cut = keras.tree.map_structure(lambda a: a[:n], x)
+    cut_y = None if y is None else keras.tree.map_structure(lambda a: a[:n], y)
+    return float(model.evaluate(cut, cut_y, batch_size=size, verbose=0, return_dict=True)["loss"])
 
 
-class _Watch(keras.callbacks.Callback):
-    """Runs the early rules at each epoch's end; stops the trial once one has held on consecutive checks."""
+class Certainty:
+    """Which findings are certain: found on CONFIRMATIONS epoch checks in a row (a non-finite step: one).
 
-    def __init__(self, build_record, epochs, steps, early):
-        super().__init__()
-        self.build_record, self.epochs, self.steps, self.early = build_record, epochs, steps, early
+    `check(record, epoch)` runs every rule on the record of the epochs so far
+    and returns `certain`, {kind: the epoch count at which it became certain}.
+    """
 
-    def on_train_begin(self, logs=None):
-        self.history, self.streak, self.certain = {}, {}, {}
+    def __init__(self):
+        self.streak, self.certain = {}, {}
 
-    def on_epoch_end(self, epoch, logs=None):
-        for key, value in (logs or {}).items():
-            self.history.setdefault(key, []).append(float(value))
-        record = self.build_record(self.history)
-        found = {p.kind for p in rules.evaluate(record, rules.EARLY_RULES)}
+    def check(self, record, epoch):
+        found = {p.kind for p in rules.evaluate(record)}
         for kind in set(self.streak) | found:
             self.streak[kind] = self.streak.get(kind, 0) + 1 if kind in found else 0
             need = 1 if kind == "non_finite" else CONFIRMATIONS
             if self.streak[kind] >= need and kind not in self.certain:
                 self.certain[kind] = epoch + 1
-        if self.certain and self.early:
+        return self.certain
+
+
+class _Watch(keras.callbacks.Callback):
+    """Judges the run at each epoch's end; stops the trial once a finding is certain."""
+
+    def __init__(self, build_record, early):
+        super().__init__()
+        self.build_record, self.early = build_record, early
+
+    def on_train_begin(self, logs=None):
+        self.history, self.judge = {}, Certainty()
+        self.certain = self.judge.certain
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+        if self.judge.check(self.build_record(self.history), epoch) and self.early:
             self.model.stop_training = True
+
+
+def record_every(steps):
+    """The logger's `every_n_steps`: every step where steps are compiled, else RECORDS_PER_EPOCH per epoch.
+
+    A logger that records every n-th step runs a second variant of the
+    compiled step on the others (see `callbacks/_tap.py`): one more
+    compilation per batch shape, ~2 s of XLA on JAX, more than recording every
+    step costs on a small model. Eager steps (torch) compile nothing, and a
+    record there is host work per step, so they keep a few per epoch.
+    """
+    if not _backend.eager_steps():
+        return 1
+    return max(1, (steps or 40) // RECORDS_PER_EPOCH)
 
 
 def _fractions(history, key):
@@ -120,11 +159,10 @@ def _fractions(history, key):
 def run_trial(model, x, y, *, epochs, batch_size, validation_data, fit_kwargs, early=True):
     """Train `model` (a copy) with the instruments; returns (TrialRecord, history dict, certain {kind: epoch}, notes)."""
     steps = steps_per_epoch(x, batch_size, fit_kwargs)
-    logger = GradientNormLogger(every_n_steps=max(1, (steps or 40) // RECORDS_PER_EPOCH))
+    logger = GradientNormLogger(every_n_steps=record_every(steps))
     # DeadNeuronMonitor probes layer outputs of a graph; on a subclassed model it
     # has nothing to probe (it would only warn that it cannot).
     monitor = DeadNeuronMonitor() if is_graph(model) else None
-    guard = NaNGuard(max_retries=0)
     outputs = tuple(layer.name for layer in output_layers(model))
     start = initial_loss(model, x, y, batch_size)
     lr = learning_rate(model)
@@ -140,16 +178,16 @@ def run_trial(model, x, y, *, epochs, batch_size, validation_data, fit_kwargs, e
             grad_steps=grads["step"], grad_global=grads["global"], grad_norms=grads["norms"],
             update_ratios=grads["update_ratios"],
             dead=_fractions(monitor.history, "dead_fraction") if monitor else {},
-            saturated=_fractions(monitor.history, "saturated_fraction") if monitor else {}, skipped=guard.skipped,
+            saturated=_fractions(monitor.history, "saturated_fraction") if monitor else {},
             output_layers=outputs, chance_loss=chance)
 
-    watch = _Watch(build_record, epochs, steps, early)
+    watch = _Watch(build_record, early)
     kwargs = dict(fit_kwargs)
     kwargs.setdefault("verbose", 0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model.fit(x, y, epochs=epochs, batch_size=batch_size, validation_data=validation_data,
-                  callbacks=[c for c in (guard, logger, monitor, watch) if c is not None], **kwargs)
+                  callbacks=[c for c in (logger, monitor, watch) if c is not None], **kwargs)
     notes = sorted({str(w.message) for w in caught if any(c in str(w.message) for c in _CANNOT)})
     if monitor is None:
         notes.append(f"{type(model).__name__} is a subclassed model: dead and saturated units were not measured "
