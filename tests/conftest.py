@@ -10,6 +10,11 @@ import pytest  # noqa: E402
 
 BACKEND = keras.backend.backend()
 
+# Modules whose tests share one fitted model per parameter (a module-level
+# cache keyed by the case): under pytest-xdist all tests of one case go to one
+# worker, or each worker would compile and fit the case again.
+SHARED_PER_CASE = ("tests/test_architectures.py",)
+
 
 def only_backends(*names):
     """Mark a test to run only under the named Keras backends."""
@@ -30,3 +35,25 @@ def _clean_keras_state():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def _scope(nodeid):
+    """The xdist work unit of a test: its case in a SHARED_PER_CASE module, else the test alone."""
+    module, _, rest = nodeid.partition("::")
+    if module in SHARED_PER_CASE and rest.endswith("]"):
+        return module + "[" + rest.rsplit("[", 1)[1]
+    return nodeid
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`-n 2` (xdist's default `--dist load`): tests spread one by one, those sharing a case's fit kept together."""
+    if config.getvalue("dist") != "load":
+        return None  # a mode asked for explicitly is left as it is
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByCase(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return _scope(nodeid)
+
+    return ByCase(config, log)

@@ -1,10 +1,13 @@
 """Shared test helpers: data, tiny models, a quiet fit, state snapshots, "no trace left".
 
+Gradient references (each backend's own autodiff) are in `autodiff.py`.
+
 Data comes from scikit-learn's digits (shipped with the package, nothing is
 downloaded). Every model is tiny so a fit costs a trace and a few steps.
 """
 
 import functools
+import warnings
 
 import keras
 import numpy as np
@@ -47,6 +50,31 @@ def digit_sequences(n=48):
     return x.reshape(-1, 8, 8), y
 
 
+def random_classification(n=32, d=6, classes=3, seed=0):
+    """`n` standard-normal rows of `d` features with uniformly drawn labels below `classes` (int32)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype("float32")
+    return x, rng.integers(0, classes, size=n).astype("int32")
+
+
+def random_regression(n=64, d=4, noise=0.0, seed=0):
+    """`n` standard-normal rows of `d` features and a linear target (plus `noise` times normal noise), float32."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype("float32")
+    y = x @ rng.normal(size=(d, 1))
+    if noise:
+        y = y + noise * rng.normal(size=(n, 1))
+    return x, y.astype("float32")
+
+
+def separable(n=128, direction=(1.0, 0.5), seed=0, d=6):
+    """`n` standard-normal rows of `d` features, labelled 1 where `x[:, :k] @ direction > 0` (k = len(direction))."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype("float32")
+    score = sum(np.float32(w) * x[:, i] for i, w in enumerate(direction) if w)
+    return x, (score > 0).astype("int32")
+
+
 # ---------------------------------------------------------------- fitting and state
 
 
@@ -55,6 +83,29 @@ def quiet_fit(model, *args, **kwargs):
     kwargs.setdefault("verbose", 0)
     kwargs.setdefault("shuffle", False)
     return model.fit(*args, **kwargs)
+
+
+def fit_and_warnings(model, *args, said_by="", **kwargs):
+    """`quiet_fit`, recording every warning: `(history, messages)`, the messages that contain `said_by`."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = quiet_fit(model, *args, **kwargs)
+    return history, messages(caught, said_by)
+
+
+def messages(caught, containing=""):
+    """The text of recorded warnings that contain `containing`."""
+    return [str(w.message) for w in caught if containing in str(w.message)]
+
+
+def value(variable):
+    """A copy of a variable's (or tensor's) value, as a numpy array."""
+    return np.array(keras.ops.convert_to_numpy(getattr(variable, "value", variable)))
+
+
+def all_finite(model):
+    """Whether every weight of the model is finite."""
+    return all(np.all(np.isfinite(v)) for v in values(model.weights))
 
 
 def values(variables):
@@ -104,6 +155,7 @@ def footprint(model):
     return {
         "model_variables": [v.path for v in model.variables],
         "optimizer_variables": [] if optimizer is None else [v.path for v in optimizer.variables],
+        "optimizer_variable_ids": [] if optimizer is None else [id(v) for v in optimizer.variables],
         "patched": {name: patched(obj) for name, obj in objects.items() if obj is not None},
     }
 
@@ -113,86 +165,8 @@ def assert_no_trace(model, before):
     after = footprint(model)
     assert after["model_variables"] == before["model_variables"], "model variables changed"
     assert after["optimizer_variables"] == before["optimizer_variables"], "optimizer variables changed"
+    assert after["optimizer_variable_ids"] == before["optimizer_variable_ids"], "optimizer variables replaced"
     assert after["patched"] == before["patched"], "methods left patched on the model or optimizer"
-
-
-# ---------------------------------------------------------------- gradients
-
-
-def layer_path(model, variable):
-    """The variable's layer path in the model: its path without the model's name and its own name."""
-    parts = variable.path.split("/")[:-1]
-    if parts and parts[0] == model.name:
-        parts = parts[1:]
-    return "/".join(parts)
-
-
-def loss_gradients(model, x, y, sample_weight=None):
-    """The gradient the train step hands the optimizer (loss scaling undone), by the backend's own autodiff.
-
-    The loss is Keras's `compute_loss` (compiled losses, `loss_weights`, sample
-    weights), the differentiation `tf.GradientTape` / `jax.grad` / torch
-    autograd, outside Keras's train step. Under a `LossScaleOptimizer` the loss
-    is scaled as the train step scales it and the gradient divided back.
-    """
-    backend = keras.backend.backend()
-    scale = float(keras.ops.convert_to_numpy(model.optimizer.scale_loss(keras.ops.ones(()))))
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        with tf.GradientTape() as tape:
-            y_pred = model(x, training=True)
-            loss = model.compute_loss(x, y, y_pred, sample_weight, training=True) * scale
-        grads = tape.gradient(loss, [v.value for v in model.trainable_variables])
-        return [np.asarray(g if not isinstance(g, tf.IndexedSlices) else tf.convert_to_tensor(g)) / scale
-                for g in grads]
-    if backend == "jax":
-        import jax
-
-        trainable = [v.value for v in model.trainable_variables]
-        non_trainable = [v.value for v in model.non_trainable_variables]
-        metrics = [v.value for v in model.metrics_variables]
-
-        def loss_of(weights):
-            y_pred, _ = model.stateless_call(weights, non_trainable, x, training=True)
-            loss, _ = model.stateless_compute_loss(weights, non_trainable, metrics, x, y, y_pred, sample_weight,
-                                                   training=True)
-            return loss * scale
-
-        # One compiled program: cheaper than JAX's op-by-op dispatch of a whole model.
-        return [np.asarray(g) / scale for g in jax.jit(jax.grad(loss_of))(trainable)]
-    if backend == "torch":
-        import torch
-
-        for v in model.trainable_variables:
-            v.value.grad = None
-        convert = functools.partial(keras.tree.map_structure, lambda a: None if a is None else torch.as_tensor(a))
-        y_pred = model(x, training=True)
-        loss = model.compute_loss(x, convert(y), y_pred, convert(sample_weight), training=True) * scale
-        loss.backward()
-        grads = [v.value.grad.detach().cpu().numpy() / scale for v in model.trainable_variables]
-        for v in model.trainable_variables:
-            v.value.grad = None
-        return grads
-    raise NotImplementedError(backend)
-
-
-def norms_by_key(model, keys, grads):
-    """Per logged key, the L2 norm of the gradients of the variables under that layer path.
-
-    Also checks the keys partition the trainable variables: every variable is
-    under exactly one key (no two layers merged, none left out).
-    """
-    paths = [layer_path(model, v) for v in model.trainable_variables]
-    owners = [[k for k in keys if p == k or p.startswith(k + "/")] for p in paths]
-    unclaimed = [p for p, o in zip(paths, owners) if not o]
-    shared = [(p, o) for p, o in zip(paths, owners) if len(o) > 1]
-    assert not unclaimed and not shared, f"keys {keys} do not partition the layers: unclaimed {unclaimed}, " \
-                                         f"claimed twice {shared}"
-    sums = dict.fromkeys(keys, 0.0)
-    for owner, grad in zip(owners, grads):
-        sums[owner[0]] += float(np.sum(np.square(grad.astype("float64"))))
-    return {k: np.sqrt(s) for k, s in sums.items()}
 
 
 # ---------------------------------------------------------------- tiny models

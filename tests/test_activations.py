@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from keras_actkit import activations
-from tests.autodiff import grad_of_sum
+from autodiff import grad_of_sum
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 # JAX keeps float64 off unless x64 is enabled; gradients are then checked in

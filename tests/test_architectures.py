@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from conftest import BACKEND
 
+import autodiff
 import helpers
 import keras_actkit as ak
 
@@ -190,7 +191,7 @@ class Run:
 
     def _fit_with_callbacks(self):
         self.reset()
-        grads = helpers.loss_gradients(self.model, *self.case.first_batch())
+        grads = autodiff.loss_gradients(self.model, *self.case.first_batch())
         self.reset()
         guard = ak.callbacks.NaNGuard()
         norms = ak.callbacks.GradientNormLogger(every_n_steps=1)
@@ -280,7 +281,7 @@ def test_logged_norms_equal_autodiff(runs, name):
     result = run.instrumented()
     history = result["norms"].history
     assert history["step"][0] == 0
-    expected = helpers.norms_by_key(run.model, history["layers"], result["grads"])
+    expected = autodiff.norms_by_key(run.model, history["layers"], result["grads"])
     # Float32 steps agree to float32 rounding; mixed-precision ones, whose
     # gradients are computed in float16/bfloat16, to that type's precision
     # (a loss scale left in would be off by a factor of thousands).

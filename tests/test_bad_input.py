@@ -19,6 +19,8 @@ from keras_actkit import lr_suggestions
 from keras_actkit.callbacks import AutoInit, DeadNeuronMonitor, GradientNormLogger, LRFinder, NaNGuard
 from keras_actkit.callbacks.lr_finder import LRFinderResult
 
+import helpers
+
 NAN_ROWS = np.full((4, 6), np.nan, "float32")
 NO_ROWS = np.zeros((0, 6), "float32")
 LRS = np.geomspace(1e-5, 1.0, 20)
@@ -32,13 +34,8 @@ def _model():
     return model
 
 
-def _x_y():
-    rng = np.random.default_rng(0)
-    return rng.normal(size=(64, 6)).astype("float32"), rng.integers(0, 2, 64).astype("int32")
-
-
 def _find_lr(**kwargs):
-    x, y = _x_y()
+    x, y = helpers.random_classification(64, 6, 2)
     return ak.find_lr(_model(), x, y, num_steps=5, **kwargs)
 
 
@@ -156,7 +153,7 @@ CASES = [
     ("find_lr-batch-bool", lambda: _find_lr(batch_size=True), TypeError, "batch_size", "True"),
     ("find_lr-batch-str", lambda: _find_lr(batch_size="32"), TypeError, "batch_size", "'32'"),
     ("find_lr-uncompiled", lambda: ak.find_lr(keras.Sequential([keras.Input((6,)), keras.layers.Dense(2)]),
-                                              *_x_y()), ValueError, "compile", None),
+                                              *helpers.random_classification(64, 6, 2)), ValueError, "compile", None),
     ("result-apply-rule", lambda: _result().apply(_model(), rule="bogus"), ValueError, "rule", "'bogus'"),
     # lr_suggestions
     ("minimum_over-divisor-0", lambda: lr_suggestions.minimum_over(LRS, LOSSES, divisor=0), ValueError, "divisor",

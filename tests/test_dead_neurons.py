@@ -1,5 +1,3 @@
-import warnings
-
 import keras
 import numpy as np
 import pytest
@@ -7,24 +5,19 @@ import pytest
 import keras_actkit as ak
 from keras_actkit.callbacks import DeadNeuronMonitor
 
-
-def np_value(variable):
-    return np.array(keras.ops.convert_to_numpy(variable.value if hasattr(variable, "value") else variable))
+import helpers
 
 
 def kill(layer, units):
     """Make `units` dead: a bias far below anything the kernel can reach."""
-    bias = np_value(layer.bias)
+    bias = helpers.value(layer.bias)
     bias[units] = -100.0
     layer.bias.assign(bias)
 
 
 def fit_quietly(model, x, y, callbacks, epochs=1, batch_size=32, shuffle=True):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        history = model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=callbacks,
-                            shuffle=shuffle)
-    return history, [str(w.message) for w in caught if "DeadNeuronMonitor" in str(w.message)]
+    return helpers.fit_and_warnings(model, x, y, said_by="DeadNeuronMonitor", callbacks=callbacks, epochs=epochs,
+                                    batch_size=batch_size, shuffle=shuffle)
 
 
 def mlp():
@@ -42,8 +35,8 @@ def mlp():
 
 def numpy_dead_counts(model, x):
     """Independent reference: forward pass in numpy, count units <= 0 on every sample."""
-    w = {layer.name: (np_value(layer.kernel), np_value(layer.bias)) for layer in model.layers if hasattr(layer, "kernel")}
-    alpha = np_value(model.get_layer("prelu").alpha)
+    w = {layer.name: (helpers.value(layer.kernel), helpers.value(layer.bias)) for layer in model.layers if hasattr(layer, "kernel")}
+    alpha = helpers.value(model.get_layer("prelu").alpha)
 
     def dense(name, h):
         kernel, bias = w[name]
@@ -93,11 +86,11 @@ def test_convolution_channels_are_counted_per_channel(rng):
     conv = model.get_layer("conv")
     kill(conv, [1, 4])
     # Channel 2 is alive at only one position of one sample: still alive.
-    kernel = np_value(conv.kernel)
+    kernel = helpers.value(conv.kernel)
     kernel[..., 2] = 0.0
     kernel[1, 1, 0, 2] = 1.0  # picks x[i, r + 1, c + 1, 0]
     conv.kernel.assign(kernel)
-    bias = np_value(conv.bias)
+    bias = helpers.value(conv.bias)
     bias[2] = -float(x[:, 1:7, 1:7, 0].max()) + 1e-3
     conv.bias.assign(bias)
     model.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")
@@ -106,7 +99,7 @@ def test_convolution_channels_are_counted_per_channel(rng):
 
     # numpy reference: valid 3x3 convolution, then max over samples and positions.
     windows = np.lib.stride_tricks.sliding_window_view(x, (3, 3), axis=(1, 2))  # (N, 6, 6, C, 3, 3)
-    pre = np.einsum("nhwcij,ijcf->nhwf", windows, np_value(conv.kernel)) + np_value(conv.bias)
+    pre = np.einsum("nhwcij,ijcf->nhwf", windows, helpers.value(conv.kernel)) + helpers.value(conv.bias)
     expected = pre.max(axis=(0, 1, 2)) <= 0
     assert expected.tolist() == [False, True, False, False, True, False]
     assert monitor.dead_units["conv"].tolist() == expected.tolist()
@@ -122,7 +115,7 @@ def test_nested_model_and_saturated_tanh(rng):
     outputs = keras.layers.Dense(2, activation="softmax")(inner(h))
     model = keras.Model(inputs, outputs)
     tanh = model.get_layer("tanh")
-    kernel = np_value(tanh.kernel)
+    kernel = helpers.value(tanh.kernel)
     kernel[:, :3] = 0.0  # units 0-2: constant +-tanh(100), saturated on every sample
     tanh.kernel.assign(kernel)
     bias = np.zeros(6, "float32")
@@ -133,9 +126,9 @@ def test_nested_model_and_saturated_tanh(rng):
     monitor = DeadNeuronMonitor(probe_data=x)
     history, messages = fit_quietly(model, x, y, [monitor])
 
-    out = np.tanh(x @ np_value(tanh.kernel) + np_value(tanh.bias))
+    out = np.tanh(x @ helpers.value(tanh.kernel) + helpers.value(tanh.bias))
     saturated = (1 - np.abs(out)).max(0) <= 0.01
-    pre = out @ np_value(inner.get_layer("inner_dense").kernel) + np_value(inner.get_layer("inner_dense").bias)
+    pre = out @ helpers.value(inner.get_layer("inner_dense").kernel) + helpers.value(inner.get_layer("inner_dense").bias)
     assert history.history["saturated_fraction/tanh"] == [saturated.mean()] == [0.5]
     inner_dead = (pre.max(0) <= 0).mean()
     assert history.history["dead_fraction/inner/inner_relu"] == [inner_dead] and inner_dead >= 0.4
@@ -226,16 +219,16 @@ def test_revive_recycles_units_dead_twice_and_training_goes_on(rng):
     kill(hidden, dead)
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
     monitor = DeadNeuronMonitor(probe_data=x, revive=True, seed=0)
-    before = np_value(hidden.kernel)
+    before = helpers.value(hidden.kernel)
     history, _ = fit_quietly(model, x, y, [monitor], epochs=2)
 
     assert history.history["revived/hidden"] == [0, 5]  # dead on check 1 and 2: revived on 2
     assert monitor.history["still_dead"]["hidden"] == [0, 5]
     assert history.history["revived/total"] == [0, 5]
-    kernel, bias = np_value(hidden.kernel), np_value(hidden.bias)
+    kernel, bias = helpers.value(hidden.kernel), helpers.value(hidden.bias)
     assert not np.allclose(kernel[:, dead], before[:, dead])  # redrawn incoming weights
     assert np.all(bias[dead] == 0.0)
-    assert np.all(np_value(out.kernel)[dead, :] == 0.0)  # outgoing weights zeroed
+    assert np.all(helpers.value(out.kernel)[dead, :] == 0.0)  # outgoing weights zeroed
     optimizer = model.optimizer
     for variable in (hidden.kernel, hidden.bias, out.kernel):
         index = optimizer._get_variable_index(variable)
@@ -243,7 +236,7 @@ def test_revive_recycles_units_dead_twice_and_training_goes_on(rng):
         live = np.setdiff1d(np.arange(16), dead)
         # Adam's first moment restarts at 0; its second moment at the live units' mean (not ~0, which
         # would make the fresh weights' first steps ~3x the learning rate).
-        first, second = (np_value(slots[index]) for slots in (optimizer._momentums, optimizer._velocities))
+        first, second = (helpers.value(slots[index]) for slots in (optimizer._momentums, optimizer._velocities))
         assert np.all(np.take(first, dead, axis=axis) == 0.0)
         live_mean = np.take(second, live, axis=axis).mean()
         assert live_mean > 0
@@ -372,7 +365,7 @@ def test_history_is_per_fit_and_never_mixes_two_models(rng):
 
 def numpy_fraction_dead(model, x):
     layer = model.get_layer("only")
-    pre = x @ np_value(layer.kernel) + np_value(layer.bias)
+    pre = x @ helpers.value(layer.kernel) + helpers.value(layer.bias)
     return float((pre.max(0) <= 0).mean())
 
 

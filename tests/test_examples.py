@@ -1,4 +1,7 @@
+import contextlib
 import importlib
+import importlib.util
+import io
 import os
 import subprocess
 import sys
@@ -9,15 +12,34 @@ import keras
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_example(name, out):
-    """Run an example in quick mode, on the active backend, in a fresh process."""
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / name), "--quick", "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
-        env={**os.environ, "KERAS_BACKEND": keras.backend.backend()},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
+def run_example(name, out, fresh_process=False):
+    """Run an example in quick mode, on the active backend, as `python examples/<name> --quick --out <out>`.
+
+    In this process by default: its `main()` with that command line, stdout
+    captured (the backend's import is paid once for all the examples). In a
+    fresh process where the example must set up devices before any backend
+    starts (`fresh_process=True`).
+    """
+    path = ROOT / "examples" / name
+    argv = [str(path), "--quick", "--out", str(out)]
+    if fresh_process:
+        result = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=300,
+                                env={**os.environ, "KERAS_BACKEND": keras.backend.backend()})
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+    spec = importlib.util.spec_from_file_location(f"example_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    stdout, old_argv = io.StringIO(), sys.argv
+    sys.path.insert(0, str(path.parent))  # the examples import their `_common` from beside them
+    try:
+        sys.argv = argv
+        with contextlib.redirect_stdout(stdout):
+            spec.loader.exec_module(module)
+            module.main()
+    finally:
+        sys.argv = old_argv
+        sys.path.remove(str(path.parent))
+    return subprocess.CompletedProcess(argv, 0, stdout.getvalue(), "")
 
 
 def test_quickstart_runs_and_reloads_identically(tmp_path):
@@ -64,7 +86,7 @@ def test_activation_zoo_example_covers_all_seven(tmp_path):
 
 
 def test_distributed_example_matches_one_device(tmp_path):
-    result = run_example("distributed.py", tmp_path)
+    result = run_example("distributed.py", tmp_path, fresh_process=True)  # two devices, set before JAX starts
     rows = [[c.strip() for c in line.split("|")[1:-1]] for line in result.stdout.splitlines()
             if line.startswith("| ") and not line.startswith("| run |")]
     if keras.backend.backend() == "torch":

@@ -12,12 +12,7 @@ from conftest import BACKEND, only_backends
 import keras_actkit as ak
 from keras_actkit.callbacks import GradientNormLogger
 
-
-def _data(n=32, d=6, classes=3, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, d)).astype("float32")
-    y = rng.integers(0, classes, size=n).astype("int32")
-    return x, y
+import helpers
 
 
 def _model(d=6, classes=3):
@@ -37,16 +32,12 @@ def _expected_norms(grads, variables):
     return {k: np.sqrt(s) for k, s in per_layer.items()}
 
 
-def _weights(model):
-    return [np.array(keras.ops.convert_to_numpy(v.value)) for v in model.trainable_variables]
-
-
 def test_norms_and_update_ratio_match_independent_gradient():
-    x, y = _data()
+    x, y = helpers.random_classification()
     model = _model()
     lr = 0.1
     model.compile(keras.optimizers.SGD(lr), keras.losses.SparseCategoricalCrossentropy())
-    before = _weights(model)
+    before = helpers.values(model.trainable_variables)
     grads = model_grads(model, x, y, keras.losses.SparseCategoricalCrossentropy())
     logger = GradientNormLogger(every_n_steps=1)
     history = model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[logger])
@@ -67,7 +58,7 @@ def test_norms_and_update_ratio_match_independent_gradient():
 
 
 def test_every_n_steps_records_those_steps_and_epoch_means():
-    x, y = _data(n=64)
+    x, y = helpers.random_classification(n=64)
     model = _model()
     model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
     logger = GradientNormLogger(every_n_steps=3)
@@ -80,7 +71,7 @@ def test_every_n_steps_records_those_steps_and_epoch_means():
 def test_a_later_fit_records_at_its_own_interval():
     # Each fit's step is traced for its own callbacks (on JAX a rebuilt train
     # function with the same state layout used to rerun the previous trace).
-    x, y = _data(n=64)
+    x, y = helpers.random_classification(n=64)
     model = _model()
     model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
     for every, expected in ((1, range(0, 8)), (4, [8, 12]), (1, range(16, 24))):
@@ -91,7 +82,7 @@ def test_a_later_fit_records_at_its_own_interval():
 
 def test_gradient_accumulation_records_every_nth_update():
     # The host foresees which calls update and record (the others run a step traced without the logger).
-    x, y = _data(n=96)
+    x, y = helpers.random_classification(n=96)
     model = _model()
     model.compile(keras.optimizers.Adam(0.01, gradient_accumulation_steps=3), "sparse_categorical_crossentropy")
     logger = GradientNormLogger(every_n_steps=2)
@@ -104,7 +95,7 @@ def test_gradient_accumulation_records_every_nth_update():
 def test_gradient_accumulation_next_to_the_guard_decides_in_graph():
     # A skipped micro-step shifts the accumulation windows away from the host's
     # count of calls: the logger must then decide in-graph which calls update.
-    x, y = _data(n=64)
+    x, y = helpers.random_classification(n=64)
     x[16, 0] = np.nan  # batch 2, the first micro-step of the second window
     model = _model()
     model.compile(keras.optimizers.Adam(0.01, gradient_accumulation_steps=2), "sparse_categorical_crossentropy")
@@ -122,7 +113,7 @@ def test_gradient_accumulation_next_to_the_guard_decides_in_graph():
 
 
 def test_gradient_accumulation_logs_the_window_mean():
-    x, y = _data(n=16)
+    x, y = helpers.random_classification(n=16)
     model = _model()
     loss = keras.losses.SparseCategoricalCrossentropy()
     model.compile(keras.optimizers.SGD(0.1, gradient_accumulation_steps=2), loss)
@@ -138,7 +129,7 @@ def test_gradient_accumulation_logs_the_window_mean():
 
 @only_backends("tensorflow", "jax")  # torch's trainer refuses steps_per_execution > 1
 def test_steps_per_execution_reads_the_recorded_step():
-    x, y = _data(n=64)
+    x, y = helpers.random_classification(n=64)
     loss = keras.losses.SparseCategoricalCrossentropy()
     model = _model()
     initial = model.get_weights()
@@ -158,7 +149,7 @@ def test_steps_per_execution_reads_the_recorded_step():
 
 def test_loss_scale_optimizer_logs_unscaled_gradients():
     keras.config.set_dtype_policy("mixed_float16")
-    x, y = _data()
+    x, y = helpers.random_classification()
     model = _model()
     loss = keras.losses.SparseCategoricalCrossentropy()
     model.compile(keras.optimizers.SGD(0.01), loss)
@@ -177,7 +168,7 @@ def test_loss_scale_optimizer_logs_unscaled_gradients():
 
 
 def test_leaves_no_trace_and_saved_model_loads(tmp_path):
-    x, y = _data()
+    x, y = helpers.random_classification()
     model = _model()
     model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
@@ -198,7 +189,7 @@ def test_leaves_no_trace_and_saved_model_loads(tmp_path):
 
 
 def test_unwrapped_after_an_exception_inside_fit():
-    x, y = _data()
+    x, y = helpers.random_classification()
     model = _model()
     model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
     count = None
@@ -236,7 +227,7 @@ def test_unwrapped_after_an_exception_inside_fit():
 
 
 def test_csv_logger_gets_epoch_columns(tmp_path):
-    x, y = _data()
+    x, y = helpers.random_classification()
     model = _model()
     model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
     path = tmp_path / "log.csv"
@@ -253,7 +244,7 @@ def test_vanishing_warning_names_the_first_layers():
     layers = [keras.Input((6,))] + [keras.layers.Dense(16, activation="sigmoid", name=f"s{i}") for i in range(12)]
     model = keras.Sequential(layers + [keras.layers.Dense(3, activation="softmax", name="out")])
     model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
-    x, y = _data()
+    x, y = helpers.random_classification()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[GradientNormLogger(every_n_steps=1)])
@@ -264,7 +255,7 @@ def test_vanishing_warning_names_the_first_layers():
 # Step 25 has a full window of 20 records before it (the vectorised test), step 8 only 8 (one by one).
 @pytest.mark.parametrize("jump", [25, 8])
 def test_exploding_warning_once(jump):
-    x, y = _data(n=256)
+    x, y = helpers.random_classification(n=256)
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu", name="first"),
                               keras.layers.Dense(3, name="out")])
     # Logits, so the loss does not clip its gradient away when the inputs blow up.
@@ -282,7 +273,7 @@ def test_exploding_warning_once(jump):
 
 
 def test_plot_is_a_layers_by_steps_heatmap(tmp_path):
-    x, y = _data()
+    x, y = helpers.random_classification()
     model = _model()
     model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
     logger = GradientNormLogger(every_n_steps=1)
@@ -324,7 +315,7 @@ def test_unwritable_log_dir_fails_at_construction(tmp_path):
 
 
 def test_all_three_callbacks_in_one_fit():
-    x, y = _data(n=64)
+    x, y = helpers.random_classification(n=64)
     model = _model()
     model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
     monitor = ak.callbacks.DeadNeuronMonitor()  # captures its probe from the (tapped) train function
@@ -346,7 +337,7 @@ def test_all_three_callbacks_in_one_fit():
 
 def test_log_dir_writes_the_records_as_tensorboard_scalars(tmp_path):
     tf = pytest.importorskip("tensorflow")
-    x, y = _data()
+    x, y = helpers.random_classification()
     model = _model()
     model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
     logger = GradientNormLogger(every_n_steps=2, log_dir=tmp_path / "tb")
@@ -391,7 +382,7 @@ def test_embedding_norm_sums_repeated_ids_before_squaring():
 
 def test_csv_logger_listed_first_still_gets_the_columns(tmp_path):
     # issue 17 item 15: the order of the callbacks does not matter.
-    x, y = _data()
+    x, y = helpers.random_classification()
     model = _model()
     model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
     path = tmp_path / "log.csv"
@@ -406,7 +397,7 @@ def test_csv_logger_listed_first_still_gets_the_columns(tmp_path):
 
 
 def test_dead_first_layer_of_a_relu_network_is_not_told_to_switch_to_relu():
-    x, y = _data(n=32)
+    x, y = helpers.random_classification(n=32)
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu", name="first"),
                               keras.layers.Dense(8, activation="relu", name="second"),
                               keras.layers.Dense(3, name="out")])
@@ -424,7 +415,7 @@ def test_dead_first_layer_of_a_relu_network_is_not_told_to_switch_to_relu():
 
 def test_state_is_reset_at_each_fit():
     # As Keras's own callbacks: one instance serving several fits (of one model or two) starts each afresh.
-    x, y = _data(n=32)
+    x, y = helpers.random_classification(n=32)
     logger = GradientNormLogger(every_n_steps=1)
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, name="one")])
     model.compile(keras.optimizers.SGD(0.01), "mse")

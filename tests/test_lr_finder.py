@@ -16,26 +16,18 @@ HAS_TF = importlib.util.find_spec("tensorflow") is not None
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
 
-def data(n=128, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 6)).astype("float32")
-    return x, (x[:, 0] + 0.5 * x[:, 1] > 0).astype("int32")
+def data(n=128):
+    return helpers.separable(n, direction=(1.0, 0.5))
 
 
 def classifier(optimizer=None):
     return helpers.batchnorm_classifier(16, ak.layers.LeakyReLU6(), optimizer or keras.optimizers.Adam(1e-3))
 
 
-def state(model):
-    values = [keras.ops.convert_to_numpy(v.value).copy() for v in model.variables]
-    return values + [keras.ops.convert_to_numpy(v.value).copy() for v in model.optimizer.variables]
-
-
 def assert_same_state(before, model):
-    after = state(model)
-    assert len(before) == len(after)
-    for a, b in zip(before, after):
-        np.testing.assert_array_equal(a, b)
+    after = helpers.state(model)
+    for part in ("model", "optimizer"):
+        helpers.assert_same_values(after[part], before[part], f"{part} variables")
 
 
 def test_recorded_lrs_are_the_ones_used_and_losses_are_per_batch():
@@ -93,7 +85,7 @@ def test_restore_after_training_state_and_when_interrupted():
     x, y = data()
     model = classifier(keras.optimizers.SGD(0.01, momentum=0.9))
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # non-zero moments and BN statistics
-    before = state(model)
+    before = helpers.state(model)
 
     with pytest.raises(RuntimeError, match="interrupted"):
         ak.find_lr(model, x, y, batch_size=16, num_steps=30, callbacks=[Boom(4)])
@@ -204,13 +196,6 @@ def test_input_types_repeat_short_data_and_stop_at_num_steps(kind):
 
 # -- issue 17 regressions ---------------------------------------------------------
 
-def digits(n=None):
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    return (d.data[:n] / 16).astype("float32"), d.target[:n].astype("int32")
-
-
 def mlp(optimizer=None, with_input=True):
     layers = [keras.Input((64,))] if with_input else []
     model = keras.Sequential(layers + [keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10)])
@@ -219,15 +204,11 @@ def mlp(optimizer=None, with_input=True):
     return model
 
 
-def messages(caught):
-    return [str(w.message) for w in caught]
-
-
 def test_mixed_float16_restores_bitwise_and_the_next_fit_matches_a_plain_one():
     """Item 2: the LossScaleOptimizer's variables used to appear during the test and the positional
     restore failed (TensorFlow), leaving the ladder in the optimizer."""
     keras.config.set_dtype_policy("mixed_float16")
-    x, y = digits(256)
+    x, y = helpers.digits(256)
     keras.utils.set_random_seed(5)
     reference = mlp()
     weights = reference.get_weights()
@@ -272,7 +253,7 @@ class Subclassed(keras.Model):
 @pytest.mark.parametrize("kind", ["Sequential without Input", "subclassed"])
 def test_unbuilt_model_is_built_first_and_the_next_fit_matches(kind):
     """Item 3: the optimizer used to be built with no variables; the user's fit then failed (TensorFlow)."""
-    x, y = digits(256)
+    x, y = helpers.digits(256)
 
     def build():
         keras.utils.set_random_seed(11)
@@ -307,7 +288,7 @@ def test_sample_weight_is_trimmed_like_x_and_y():
 def test_nan_row_stops_the_test_and_says_the_data_may_hold_nan():
     """Item 14: on TensorFlow the loss of a NaN batch stayed finite while the kernel turned NaN; the
     test ran to the end, warned "never diverged" and suggested the top of the range."""
-    x, y = digits(256)
+    x, y = helpers.digits(256)
     x[37] = np.nan
     model = mlp(keras.optimizers.SGD(0.01))
     before = model.get_weights()
@@ -316,8 +297,8 @@ def test_nan_row_stops_the_test_and_says_the_data_may_hold_nan():
         result = ak.find_lr(model, x, y, batch_size=32, num_steps=40, shuffle=False)
     assert result.stop_reason in ("non-finite loss", "non-finite weights")
     assert len(result.losses) == 2  # the NaN row is in the second batch
-    assert not any("never diverged" in m for m in messages(caught))
-    assert any("NaN or Inf" in m for m in messages(caught))
+    assert not any("never diverged" in m for m in helpers.messages(caught))
+    assert any("NaN or Inf" in m for m in helpers.messages(caught))
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
 
@@ -330,7 +311,7 @@ def test_no_never_diverged_warning_on_a_curve_that_rose():
     """An Adam MLP on digits up to LR 1: the curve falls from ~2.4, bottoms out and climbs 27-265%
     above its lowest point (by backend), without reaching 4x its best; it used to get "the loss never
     diverged" on every backend."""
-    x, y = digits()
+    x, y = helpers.digits(n=None)
     keras.utils.set_random_seed(0)
     model = mlp(keras.optimizers.Adam(1e-3))
     with warnings.catch_warnings(record=True) as caught:
@@ -339,14 +320,14 @@ def test_no_never_diverged_warning_on_a_curve_that_rose():
     assert result.stop_reason == "end reached"
     curve = moving_average(result.losses)
     assert curve[-1] > 1.2 * curve.min()  # an independent look: it clearly rose
-    assert not any("never diverged" in m for m in messages(caught))
+    assert not any("never diverged" in m for m in helpers.messages(caught))
     # The same model over a range that stays low does get the warning.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = ak.find_lr(model, x, y, batch_size=32, start_lr=1e-7, end_lr=1e-5, num_steps=20)
     curve = moving_average(result.losses)
     assert curve[-1] <= curve.min() * 1.01
-    assert any("never diverged" in m for m in messages(caught))
+    assert any("never diverged" in m for m in helpers.messages(caught))
 
 
 def test_interrupted_by_another_callback_restores_schedule_and_state_exactly():
@@ -354,7 +335,7 @@ def test_interrupted_by_another_callback_restores_schedule_and_state_exactly():
     schedule = keras.optimizers.schedules.ExponentialDecay(1e-2, 10, 0.9)
     model = classifier(keras.optimizers.SGD(schedule, momentum=0.9))
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # moments, BN statistics, iterations
-    before = state(model)
+    before = helpers.state(model)
     with pytest.raises(RuntimeError, match="interrupted"):
         ak.find_lr(model, x, y, batch_size=16, num_steps=30, callbacks=[Boom(3)])
     assert_same_state(before, model)

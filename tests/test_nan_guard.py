@@ -1,19 +1,16 @@
 """NaNGuard: a non-finite step never reaches the weights; rollback, lower LR, stop with a report."""
 
-import warnings
-
 import keras
 import numpy as np
 import pytest
 
 from keras_actkit.callbacks import GradientNormLogger, NaNGuard
 
+import helpers
 
-def _regression(n=64, d=4, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, d)).astype("float32")
-    y = (x @ rng.normal(size=(d, 1)) + 0.1 * rng.normal(size=(n, 1))).astype("float32")
-    return x, y
+
+def _regression(n=64):
+    return helpers.random_regression(n, noise=0.1)
 
 
 def _mlp(d=4, bn_first=False):
@@ -25,18 +22,11 @@ def _mlp(d=4, bn_first=False):
 
 
 def _values(model):
-    return [np.array(keras.ops.convert_to_numpy(v.value)) for v in model.weights]
-
-
-def _all_finite(model):
-    return all(np.all(np.isfinite(v)) for v in _values(model))
+    return helpers.values(model.weights)
 
 
 def _quiet_fit(model, *args, **kwargs):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        history = model.fit(*args, verbose=0, shuffle=False, **kwargs)
-    return history, [str(w.message) for w in caught if "NaNGuard" in str(w.message)]
+    return helpers.fit_and_warnings(model, *args, said_by="NaNGuard", **kwargs)
 
 
 def _classification(n=64, d=4, seed=0):
@@ -145,10 +135,7 @@ def test_skipped_step_with_batchnorm_leaves_every_variable_as_it_was():
 
 def test_one_nan_row_with_batchnorm_costs_one_batch_on_digits():
     # The issue's set-up: digits, a BatchNormalization MLP, one NaN row.
-    from sklearn.datasets import load_digits
-
-    x, y = load_digits(return_X_y=True)
-    x, y = (x / 16.0).astype("float32"), y.astype("int32")
+    x, y = helpers.digits(n=None)
     layers = [keras.Input((64,)), keras.layers.Dense(32), keras.layers.BatchNormalization(),
               keras.layers.Activation("relu"), keras.layers.Dense(10, activation="softmax")]
     initial = keras.Sequential(layers).get_weights()
@@ -183,7 +170,7 @@ def test_a_data_fault_never_changes_the_learning_rate():
     assert all(event["lr_factor"] == 1.0 for event in guard.events) and "kept the learning rate" in said[0]
     assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == np.float32(0.01)
     assert guard.report["cause"] == "data" and guard.report["skipped_on_bad_data"] == 6
-    assert _all_finite(model)
+    assert helpers.all_finite(model)
 
 
 def test_embedding_model_skipped_step_is_a_step_that_never_happened():
@@ -257,7 +244,7 @@ def test_overflowing_learning_rate_rolls_back_and_lowers_it():
     # Finite batches whose steps overflow: the weights diverged, not the data.
     assert [event["cause"] for event in guard.events] == ["divergence"] * guard.rollbacks
     assert guard.report["cause"] == "divergence"
-    assert _all_finite(model)
+    assert helpers.all_finite(model)
     lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
     np.testing.assert_allclose(lr, 100.0 * 0.1 ** guard.rollbacks, rtol=1e-5)
     # A clean run at the learning rate the guard arrived at, from the same start.
@@ -282,7 +269,7 @@ def test_patience_then_max_retries_stops_with_a_report():
     assert guard.report["first_nonfinite_gradient"] == "hidden"
     assert "in a row" in guard.report["reason"]
     assert "training stopped" in said[-1]
-    assert _all_finite(model)
+    assert helpers.all_finite(model)
 
 
 def test_schedule_is_scaled_during_fit_and_restored_after():
@@ -295,7 +282,7 @@ def test_schedule_is_scaled_during_fit_and_restored_after():
     assert guard.rollbacks >= 1
     assert guard.events[-1]["lr_factor"] == pytest.approx(0.1 ** guard.rollbacks)
     assert model.optimizer._learning_rate is schedule
-    assert _all_finite(model)
+    assert helpers.all_finite(model)
 
 
 def test_mixed_precision_non_finite_steps_are_the_loss_scale_optimizers():
@@ -315,7 +302,7 @@ def test_mixed_precision_non_finite_steps_are_the_loss_scale_optimizers():
     # finite gradients only, and the weights stay finite.
     assert guard.skipped == 0
     assert float(keras.ops.convert_to_numpy(model.optimizer.dynamic_scale)) <= scale / 4  # >= 2 halvings
-    assert _all_finite(model)
+    assert helpers.all_finite(model)
     assert "apply" not in model.optimizer.inner_optimizer.__dict__
 
 

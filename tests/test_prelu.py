@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from keras_actkit import activations, layers
-from tests.autodiff import grad_of_sum
+from autodiff import grad_of_sum
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 

@@ -8,12 +8,7 @@ import pytest
 
 from keras_actkit.callbacks import GradientNormLogger, NaNGuard
 
-
-def _data(n=64, d=4, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, d)).astype("float32")
-    y = (x @ rng.normal(size=(d, 1))).astype("float32")
-    return x, y
+import helpers
 
 
 def _model():
@@ -22,23 +17,9 @@ def _model():
     return model
 
 
-def _numpy(variables):
-    return [np.array(keras.ops.convert_to_numpy(v.value)) for v in variables]
-
-
 def _kit(name):
     return {"guard": lambda: [NaNGuard()], "norms": lambda: [GradientNormLogger(every_n_steps=1)],
             "both": lambda: [GradientNormLogger(every_n_steps=1), NaNGuard()]}[name]()
-
-
-def assert_no_trace(model, optimizer_variables):
-    """Nothing of the kit in the optimizer, the model or its loss tracker."""
-    assert [id(v) for v in model.optimizer.variables] == [id(v) for v in optimizer_variables]
-    assert not any("keras_actkit" in v.path for v in model.optimizer.variables)
-    assert "apply" not in model.optimizer.__dict__
-    for attribute in ("train_step", "jax_state_sync"):
-        assert attribute not in model.__dict__, attribute
-    assert "update_state" not in model._loss_tracker.__dict__
 
 
 class _SnapshotOptimizer(keras.callbacks.Callback):
@@ -49,14 +30,14 @@ class _SnapshotOptimizer(keras.callbacks.Callback):
         self.raise_at_epoch, self.values = raise_at_epoch, None
 
     def on_epoch_end(self, epoch, logs=None):
-        self.values = _numpy(self.model.optimizer.variables)
+        self.values = helpers.values(self.model.optimizer.variables)
         if epoch == self.raise_at_epoch:
             raise RuntimeError("stop here")
 
 
 @pytest.mark.parametrize("kit", ["guard", "norms"])
 def test_model_checkpoint_mid_fit_reloads_the_optimizers_exact_state(tmp_path, kit):
-    x, y = _data()
+    x, y = helpers.random_regression()
     model = _model()
     path = str(tmp_path / "c.keras")
     snapshot = _SnapshotOptimizer()
@@ -67,22 +48,22 @@ def test_model_checkpoint_mid_fit_reloads_the_optimizers_exact_state(tmp_path, k
         reloaded = keras.models.load_model(path)
     assert len(reloaded.optimizer.variables) == len(snapshot.values)
     assert int(keras.ops.convert_to_numpy(reloaded.optimizer.iterations)) == 8
-    for ours, saved in zip(snapshot.values, _numpy(reloaded.optimizer.variables)):
+    for ours, saved in zip(snapshot.values, helpers.values(reloaded.optimizer.variables)):
         np.testing.assert_array_equal(ours, saved)
 
 
 @pytest.mark.parametrize("kit", ["guard", "both"])
 def test_backup_and_restore_mid_fit_holds_the_optimizers_exact_state(tmp_path, kit):
-    x, y = _data()
+    x, y = helpers.random_regression()
     model = _model()
     model.fit(x[:16], y[:16], epochs=1, verbose=0)  # builds the optimizer
-    before = model.optimizer.variables
+    before = helpers.footprint(model)
     snapshot = _SnapshotOptimizer(raise_at_epoch=1)
     backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
     with pytest.raises(RuntimeError, match="stop here"):
         model.fit(x, y, batch_size=16, epochs=3, verbose=0, shuffle=False,
                   callbacks=_kit(kit) + [backup, snapshot])
-    assert_no_trace(model, before)
+    helpers.assert_no_trace(model, before)
     # The backup of epoch 1, as BackupAndRestore itself reads it into a new model at its next fit.
     restored = _model()
     restored.fit(x[:16], y[:16], epochs=1, verbose=0)
@@ -90,7 +71,7 @@ def test_backup_and_restore_mid_fit_holds_the_optimizers_exact_state(tmp_path, k
         warnings.simplefilter("error")
         restored.load_weights(str(tmp_path / "backup" / "latest.weights.h5"))
     assert len(restored.optimizer.variables) == len(snapshot.values)
-    for ours, saved in zip(snapshot.values, _numpy(restored.optimizer.variables)):
+    for ours, saved in zip(snapshot.values, helpers.values(restored.optimizer.variables)):
         np.testing.assert_array_equal(ours, saved)
 
 
@@ -110,12 +91,12 @@ class _Raiser(keras.callbacks.Callback):
 
 @pytest.mark.parametrize("where", ["train_begin", "epoch_end", "data"])
 def test_an_exception_anywhere_in_fit_leaves_nothing_behind(where):
-    x, y = _data()
+    x, y = helpers.random_regression()
     model, reference = _model(), _model()
     reference.set_weights(model.get_weights())
     for m in (model, reference):
         m.fit(x[:16], y[:16], epochs=1, verbose=0, shuffle=False)  # builds the optimizers alike
-    before = model.optimizer.variables
+    before = helpers.footprint(model)
 
     def data():
         for i in range(3):
@@ -125,15 +106,15 @@ def test_an_exception_anywhere_in_fit_leaves_nothing_behind(where):
     source = {"x": data()} if where == "data" else {"x": x, "y": y, "batch_size": 16}
     with pytest.raises(Exception, match="raised by"):  # TensorFlow wraps the data's error
         model.fit(**source, epochs=2, verbose=0, shuffle=False, callbacks=_kit("both") + [_Raiser(where)])
-    assert_no_trace(model, before)
+    helpers.assert_no_trace(model, before)
     # evaluate reads Keras's own loss: NaN labels give NaN, not the guard's filtered 0.0.
     assert np.isnan(model.evaluate(x, np.full_like(y, np.nan), verbose=0))
     # A plain fit afterwards trains as on a model that never met the kit.
     reference.set_weights(model.get_weights())
-    for r, value in zip(reference.optimizer.variables, _numpy(model.optimizer.variables)):
+    for r, value in zip(reference.optimizer.variables, helpers.values(model.optimizer.variables)):
         r.assign(value)
     for m in (model, reference):
         m.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
-    for ours, theirs in zip(_numpy(model.weights), _numpy(reference.weights)):
+    for ours, theirs in zip(helpers.values(model.weights), helpers.values(reference.weights)):
         np.testing.assert_array_equal(ours, theirs)
-    assert_no_trace(model, before)
+    helpers.assert_no_trace(model, before)

@@ -9,10 +9,8 @@ from keras_actkit import _keras_internals, _training_state
 import helpers
 
 
-def data(n=64, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 6)).astype("float32")
-    return x, (x[:, 0] - x[:, 2] > 0).astype("int32")
+def data(n=64):
+    return helpers.separable(n, direction=(1.0, 0.0, -1.0))
 
 
 def model_with_state(optimizer=None):
