@@ -1,3 +1,5 @@
+import warnings
+
 import keras
 import numpy as np
 import pytest
