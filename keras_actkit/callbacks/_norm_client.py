@@ -7,10 +7,24 @@ import warnings
 import keras
 import numpy as np
 
-from keras_actkit import _backend, _keras_internals
+from keras_actkit import _backend, _keras_internals, _layer_paths
 from keras_actkit.callbacks import _tap
 
 ROWS = 64  # records the in-graph ring buffer holds between two reads
+
+
+def layer_groups(variables, keys):
+    """The layers of `variables` in order of first appearance, each variable's layer index, and the
+    number of weights per layer (float64 array), with `keys` mapping id(variable) to its layer's key."""
+    layers, layer_by_variable, sizes = [], {}, {}
+    for variable in variables:
+        key = keys.get(id(variable)) or _layer_paths.fallback_key(variable)
+        if key not in sizes:
+            layers.append(key)
+            sizes[key] = 0
+        sizes[key] += int(np.prod(variable.shape))
+        layer_by_variable[id(variable)] = layers.index(key)
+    return layers, layer_by_variable, np.array([sizes[k] for k in layers], "float64")
 
 
 class _NormClient(_tap.TapClient):
