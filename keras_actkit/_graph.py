@@ -51,14 +51,11 @@ KERNELS = (
     (keras.layers.SeparableConv2D, "pointwise_kernel", "pointwise_initializer"),
     (keras.layers.DepthwiseConv1D, "kernel", "depthwise_initializer"),
     (keras.layers.DepthwiseConv2D, "kernel", "depthwise_initializer"),
-    (keras.layers.Dense, "kernel", "kernel_initializer"),
-    (keras.layers.EinsumDense, "kernel", "kernel_initializer"),
-    (keras.layers.Conv1D, "kernel", "kernel_initializer"),
-    (keras.layers.Conv2D, "kernel", "kernel_initializer"),
-    (keras.layers.Conv3D, "kernel", "kernel_initializer"),
-    (keras.layers.Conv1DTranspose, "kernel", "kernel_initializer"),
-    (keras.layers.Conv2DTranspose, "kernel", "kernel_initializer"),
-    (keras.layers.Conv3DTranspose, "kernel", "kernel_initializer"),
+    *((cls, "kernel", "kernel_initializer") for cls in (
+        keras.layers.Dense, keras.layers.EinsumDense,
+        keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
+        keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose,
+    )),
 )
 # Names Keras gives the weight matrices of its layers (biases, scales and
 # statistics excluded): a layer owning one of these has a kernel.
