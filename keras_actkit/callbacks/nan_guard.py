@@ -143,6 +143,8 @@ class NaNGuard(keras.callbacks.Callback):
         client.abort = lambda: self._abort(client)  # the fit ended by an exception
         client.tracker_filter = loss.loss_filter(self._model, client, lambda: getattr(self._tap, "decision", None))
         self._tap = _tap.attach(self._model, client)
+        client.defers_loss = _backend.eager_steps() and self._tap.optimizer is self._model.optimizer \
+            and bool(self._model.trainable_variables)
         self._variables = self._tracked()
         self._calls, self._seen_skipped, self._epoch, self._checked_at = 0, 0, 0, -1
         self._seen_bad_data, self._data_only = 0, True

@@ -30,6 +30,11 @@ class GuardClient(_tap.TapClient):
         self.tracker_before = None  # (variables, values)
         self.bookkeeping_in_skip = _backend.bookkeeping_in_skip_branch()
         self.tracker_filter = None  # set by NaNGuard: shadows the loss tracker's update_state during a step
+        # Eager steps, when every step reaches this client's `after_apply` (its
+        # optimizer is the model's: no LossScaleOptimizer skipping the call;
+        # trainable weights): the tracker is updated there, after the decision.
+        self.defers_loss = False
+        self.deferred_loss = None  # the tracker's update for this step's finite loss
         self._old = None
 
     def step_patches(self, model):
@@ -70,6 +75,9 @@ class GuardClient(_tap.TapClient):
     def after_apply(self, context):
         self.tracker_before = None
         pending, self._pending = self._pending, None
+        counted, self.deferred_loss = self.deferred_loss, None
+        if counted is not None and (pending is None or pending[0]):
+            counted()  # the loss of a step that went ahead
         if pending is None or self._old is not None:
             return
         finite, first = pending

@@ -21,6 +21,11 @@ def loss_filter(model, client, decision):
 
     def update_state(values, sample_weight=None):
         finite = _backend.all_finite([values])
+        if client.defers_loss:
+            # Eager steps (torch): counted once the step's decision is known
+            # (GuardClient.after_apply), instead of a copy of the tracker kept to undo it.
+            client.deferred_loss = (lambda: original(values, sample_weight=sample_weight)) if finite else None
+            return
         if client.tracker_after_apply:
             # Inside a LossScaleOptimizer the tap publishes no decision (JAX:
             # its cond keeps it); the steps it skips are its own and their loss counts, as in Keras.
