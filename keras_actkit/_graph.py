@@ -51,14 +51,11 @@ KERNELS = (
     (keras.layers.SeparableConv2D, "pointwise_kernel", "pointwise_initializer"),
     (keras.layers.DepthwiseConv1D, "kernel", "depthwise_initializer"),
     (keras.layers.DepthwiseConv2D, "kernel", "depthwise_initializer"),
-    (keras.layers.Dense, "kernel", "kernel_initializer"),
-    (keras.layers.EinsumDense, "kernel", "kernel_initializer"),
-    (keras.layers.Conv1D, "kernel", "kernel_initializer"),
-    (keras.layers.Conv2D, "kernel", "kernel_initializer"),
-    (keras.layers.Conv3D, "kernel", "kernel_initializer"),
-    (keras.layers.Conv1DTranspose, "kernel", "kernel_initializer"),
-    (keras.layers.Conv2DTranspose, "kernel", "kernel_initializer"),
-    (keras.layers.Conv3DTranspose, "kernel", "kernel_initializer"),
+    *((cls, "kernel", "kernel_initializer") for cls in (
+        keras.layers.Dense, keras.layers.EinsumDense,
+        keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
+        keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose,
+    )),
 )
 # Names Keras gives the weight matrices of its layers (biases, scales and
 # statistics excluded): a layer owning one of these has a kernel.
@@ -79,7 +76,11 @@ def has_kernel(layer):
 
 
 class Graph:
-    """The consumers of every symbolic tensor, across nested functional models."""
+    """The consumers of every symbolic tensor, across nested functional models.
+
+    The one walk of a model's graph: `nodes_of` gives each walked model's
+    nodes (inputs first) to callers that look at every layer call.
+    """
 
     def __init__(self, model):
         self.consumers = collections.defaultdict(list)  # id(tensor) -> [(node, position)]
@@ -88,14 +89,21 @@ class Graph:
         self.kernel_nodes = []  # (layer, node) of every layer owning a kernel, in graph order
         self.inner_inputs = {}  # id(nested model's input tensor) -> outer tensor
         self.unwalkable = []
+        self._nodes = {}  # id(functional or Sequential model) -> its nodes, inputs first
         self._add(model)
+
+    def nodes_of(self, model):
+        """The nodes of `model` (the walked model or one nested in it), inputs first; None when it has
+        no graph (a subclassed model)."""
+        return self._nodes.get(id(model))
 
     def _add(self, model):
         functional = _keras_internals.functional_of(model)
         if functional is None:
             self.unwalkable.append(model)
             return
-        for node in _keras_internals.nodes_inputs_first(functional):
+        nodes = self._nodes[id(model)] = _keras_internals.nodes_inputs_first(functional)
+        for node in nodes:
             for position, tensor in enumerate(node.input_tensors):
                 self.consumers[id(tensor)].append((node, position))
             op = node.operation

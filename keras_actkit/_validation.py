@@ -102,14 +102,22 @@ def seed(name, value):
     return integer(name, value, minimum=0, allow_none=True)
 
 
-def writable_file(name, value, allow_none=False):
-    """A path whose directory exists now, so that writing it later during `fit` cannot fail for that."""
+def _path(name, value, accepted, allow_none):
+    """`value` as an absolute path (None when allowed and given); TypeError unless a str or os.PathLike."""
     if value is None and allow_none:
-        return None
-    accepted = "a path (str or os.PathLike) in an existing directory" + (" or None" if allow_none else "")
+        return None, accepted
+    accepted += " or None" if allow_none else ""
     if not isinstance(value, (str, os.PathLike)):
         _fail(TypeError, name, value, accepted)
-    directory = os.path.dirname(os.path.abspath(os.fspath(value)))
+    return os.path.abspath(os.fspath(value)), accepted
+
+
+def writable_file(name, value, allow_none=False):
+    """A path whose directory exists now, so that writing it later during `fit` cannot fail for that."""
+    path, accepted = _path(name, value, "a path (str or os.PathLike) in an existing directory", allow_none)
+    if path is None:
+        return None
+    directory = os.path.dirname(path)
     if not os.path.isdir(directory):
         raise ValueError(
             f"`{name}` must be {accepted}; received {name}={value!r}, whose directory {directory!r} does not "
@@ -122,12 +130,9 @@ def writable_file(name, value, allow_none=False):
 
 def writable_directory(name, value, allow_none=False):
     """A directory that exists and is writable, or can be created (its nearest existing parent is writable)."""
-    if value is None and allow_none:
+    path, accepted = _path(name, value, "a directory path (str or os.PathLike)", allow_none)
+    if path is None:
         return None
-    accepted = "a directory path (str or os.PathLike)" + (" or None" if allow_none else "")
-    if not isinstance(value, (str, os.PathLike)):
-        _fail(TypeError, name, value, accepted)
-    path = os.path.abspath(os.fspath(value))
     existing = path
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)

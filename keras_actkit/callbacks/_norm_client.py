@@ -7,10 +7,24 @@ import warnings
 import keras
 import numpy as np
 
-from keras_actkit import _backend, _keras_internals
+from keras_actkit import _backend, _keras_internals, _layer_paths
 from keras_actkit.callbacks import _tap
 
 ROWS = 64  # records the in-graph ring buffer holds between two reads
+
+
+def layer_groups(variables, keys):
+    """The layers of `variables` in order of first appearance, each variable's layer index, and the
+    number of weights per layer (float64 array), with `keys` mapping id(variable) to its layer's key."""
+    layers, layer_by_variable, sizes = [], {}, {}
+    for variable in variables:
+        key = keys.get(id(variable)) or _layer_paths.fallback_key(variable)
+        if key not in sizes:
+            layers.append(key)
+            sizes[key] = 0
+        sizes[key] += int(np.prod(variable.shape))
+        layer_by_variable[id(variable)] = layers.index(key)
+    return layers, layer_by_variable, np.array([sizes[k] for k in layers], "float64")
 
 
 class _NormClient(_tap.TapClient):
@@ -89,6 +103,9 @@ class _NormClient(_tap.TapClient):
         self._pending = None
         n = len(self.layers)
         layer_of = [self.layer_by_variable[id(v)] for v in context.variables]
+        if context.eager:
+            self._record_on_host(context, before, accumulated, layer_of)
+            return
 
         def per_layer(values):
             # Sparse gradients (an Embedding's IndexedSlices on TensorFlow) sum their repeated rows first.
@@ -122,7 +139,33 @@ class _NormClient(_tap.TapClient):
         # Only on recorded steps (a conditional in the compiled step, unless
         # the host chose the call): a reduction per variable, and every op on
         # TensorFlow's CPU graph executor, costs more in dispatch than in arithmetic.
-        buffer.assign(updated() if context.eager or is_log is True else ops.cond(is_log, updated, lambda: old))
+        buffer.assign(updated() if is_log is True else ops.cond(is_log, updated, lambda: old))
+
+    def _record_on_host(self, context, before, accumulated, layer_of):
+        """The same record for an eager step (torch), put together on the host from one transfer of
+        the per-variable sums: the per-layer sums and the ring buffer's row in numpy, where a dozen
+        small tensor ops per layer cost ~1400 Python calls per record."""
+        ops = keras.ops
+        grads = context.effective_grads(accumulated)
+        sums = [_backend.squared_norm(g) for g in grads]
+        sums += [_backend.squared_norm(v.value - b) for v, b in zip(context.variables, before)]
+        sums += [_backend.squared_norm(b) for b in before]
+        grad_sq, delta, size = ops.convert_to_numpy(ops.stack(sums)).reshape(3, -1)
+        state = np.array(ops.convert_to_numpy(self.variables[0].value))
+        state[1 + int(state[0, 0]) % ROWS] = norm_record(state[0, 0] + 1, context.step, grad_sq, delta, size,
+                                                         layer_of, len(self.layers))
+        state[0] = state[0, 0] + 1
+        self.variables[0].assign(state)
+
+
+def norm_record(count, step, grad_sq, delta_sq, size_sq, layer_of, layers):
+    """One row of the ring buffer from per-variable squared norms (of the gradient, of the update
+    and of the weights before it) and each variable's layer: [count, step, global norm, per-layer
+    gradient norms, per-layer update ratios ‖Δw‖/‖w‖ (0 for a layer of zero weights)], float32."""
+    per_layer = [np.bincount(layer_of, weights=values, minlength=layers) for values in (grad_sq, delta_sq, size_sq)]
+    grad, delta, size = (values.astype("float32") for values in per_layer)
+    ratios = np.sqrt(np.divide(delta, size, out=np.zeros_like(delta), where=size != 0))
+    return np.concatenate([[count, step, np.sqrt(np.sum(grad))], np.sqrt(grad), ratios]).astype("float32")
 
 
 @dataclasses.dataclass

@@ -8,8 +8,8 @@ import numpy as np
 
 from keras_actkit import _backend, _layer_paths, _validation
 from keras_actkit.activation_info import describe_activation
-from keras_actkit.callbacks import _log_order, _norm_rules, _tap
-from keras_actkit.callbacks._norm_client import ROWS, NormRecords, _NormClient
+from keras_actkit.callbacks import _log_order, _norm_rules, _norm_summaries, _tap
+from keras_actkit.callbacks._norm_client import ROWS, NormRecords, _NormClient, layer_groups
 
 logger = logging.getLogger("keras_actkit")
 
@@ -128,17 +128,10 @@ class GradientNormLogger(keras.callbacks.Callback):
             return
         if getattr(model, "optimizer", None) is None:
             raise ValueError("GradientNormLogger needs a compiled model (model.optimizer is None).")
-        keys = _layer_paths.variable_keys(model)
-        layers, layer_by_variable, sizes = [], {}, {}
-        for variable in variables:
-            key = keys.get(id(variable)) or _layer_paths.fallback_key(variable)
-            if key not in sizes:
-                layers.append(key)
-                sizes[key] = 0
-            sizes[key] += int(np.prod(variable.shape))
-            layer_by_variable[id(variable)] = layers.index(key)
+        layers, layer_by_variable, sizes = layer_groups(variables, _layer_paths.variable_keys(model))
         self._reset(layers)
-        self.layer_sizes = np.array([sizes[k] for k in layers], "float64")
+        self.layer_sizes = sizes
+        self._writer = None if self.log_dir is None else _norm_summaries.SummaryWriter(self.log_dir, layers)
         self._saturating = _has_saturating_activation(model)
         optimizer = _tap.innermost(model.optimizer)
         self._clipping = _norm_rules.clipping_note(optimizer.clipnorm, optimizer.clipvalue, optimizer.global_clipnorm)
@@ -170,7 +163,7 @@ class GradientNormLogger(keras.callbacks.Callback):
         self._read()
         if logs is not None:
             # Mean over the epoch's records (NaN columns when every_n_steps is longer than the epoch).
-            logs.update(self._as_logs(*self._records.since(self._epoch_start).mean()))
+            logs.update(_norm_summaries.as_logs(self.layers, *self._records.since(self._epoch_start).mean()))
 
     def on_train_end(self, logs=None):
         if self._client is not None:
@@ -178,7 +171,6 @@ class GradientNormLogger(keras.callbacks.Callback):
         self._detach()
         if self._writer is not None:
             self._writer.close()
-            self._writer = None
 
     def _detach(self):
         if self._tap is not None and self._client is not None:
@@ -204,31 +196,8 @@ class GradientNormLogger(keras.callbacks.Callback):
             for step, value in zip(fresh.step, fresh.global_norm):
                 logger.info("GradientNormLogger step %d: global %.3g", int(step), value)
         self._seen = count
-        if self.log_dir is not None and len(fresh):
-            self._write_summaries(fresh)
-
-    def _write_summaries(self, records):
-        import tensorflow as tf
-
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(self.log_dir)
-        with self._writer.as_default():
-            for k, step in enumerate(records.step):
-                step = int(step)
-                logs = self._as_logs(records.global_norm[k], records.norms[k], records.update_ratios[k])
-                for name, value in logs.items():
-                    tf.summary.scalar(name, value, step=step)
-                norms = records.norms[k]
-                finite = norms[np.isfinite(norms) & (norms > 0)]
-                if finite.size:
-                    tf.summary.histogram("grad_norm/log10_layers", np.log10(finite), step=step)
-        self._writer.flush()
-
-    def _as_logs(self, global_norm, norms, ratios):
-        out = {"grad_norm/global": float(global_norm)}
-        out.update({f"grad_norm/{name}": float(value) for name, value in zip(self.layers, norms)})
-        out.update({f"update_ratio/{name}": float(value) for name, value in zip(self.layers, ratios)})
-        return out
+        if self._writer is not None and len(fresh):
+            self._writer.write(fresh)
 
     def _diagnose(self, start):
         """Check the records from index `start` on; warn once at the first that explodes or vanishes."""

@@ -7,7 +7,7 @@ import keras
 
 from keras_actkit import _backend, _keras_internals, _layer_paths
 from keras_actkit.activation_info import describe_activation
-from keras_actkit.init_matching import UNIT_PRESERVING, _Graph, _kernel_spec
+from keras_actkit._graph import UNIT_PRESERVING, Graph, kernel_spec
 
 # Between a kernel and its activation only unit-preserving layers are allowed
 # for revival (no mixing, no reshaping), so a unit's incoming weights are the
@@ -105,12 +105,12 @@ class Level:
         inputs = functional.inputs
         self.inputs = inputs[0] if isinstance(inputs, (list, tuple)) and len(inputs) == 1 else inputs
         self.sites, self.children = [], []
-        for node in _keras_internals.nodes_inputs_first(functional):
+        for node in graph.nodes_of(model):
             op = node.operation
             if node.is_input:
                 continue
             if isinstance(op, keras.Model):
-                if _keras_internals.functional_of(op) is None:
+                if graph.nodes_of(op) is None:
                     notes.append(f"{paths.get(id(op), op.name)}: a subclassed model, not looked into")
                     continue
                 self.children.append((node.input_tensors, Level(op, graph, paths, notes)))
@@ -124,7 +124,7 @@ class Level:
         standalone = describe_activation(op) if isinstance(op, keras.layers.Layer) else None
         if standalone is not None and not isinstance(op, keras.Model):
             info, tensor, fused = standalone, node.input_tensors[0], False
-        elif _kernel_spec(op) is not None:
+        elif kernel_spec(op) is not None:
             info = describe_activation(getattr(op, "activation", None))
             tensor, fused = node.output_tensors[0], True
         else:
@@ -202,7 +202,7 @@ def watched_sites(model):
     cached = _PROBES.get(model)
     if cached is None:
         notes = []
-        root = Level(model, _Graph(model), _layer_paths.layer_paths(model), notes)
+        root = Level(model, Graph(model), _layer_paths.layer_paths(model), notes)
         root.build_probe()
         cached = _PROBES[model] = (root, root.walk(), notes)
     return cached
