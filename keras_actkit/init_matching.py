@@ -20,11 +20,7 @@ import keras
 import numpy as np
 
 from keras_actkit import _validation
-from keras_actkit._graph import INPUT_PREPROCESSING  # noqa: F401 - importable here, as before
-from keras_actkit._graph import KERNELS  # noqa: F401
-from keras_actkit._graph import PASS_THROUGH  # noqa: F401
-from keras_actkit._graph import UNIT_PRESERVING  # noqa: F401 - dead_neurons.py imports it from here
-from keras_actkit._graph import Graph as _Graph  # noqa: N814 - the name dead_neurons.py imports
+from keras_actkit._graph import Graph as _Graph  # noqa: N814
 from keras_actkit._graph import has_kernel
 from keras_actkit._graph import kernel_spec as _kernel_spec
 from keras_actkit.activation_info import describe_activation

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 from autodiff import model_grads
-from conftest import BACKEND, only_backends
+from conftest import only_backends
 
 import keras_actkit as ak
 from keras_actkit.callbacks import GradientNormLogger
