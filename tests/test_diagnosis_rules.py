@@ -168,3 +168,14 @@ def test_a_loss_no_better_than_guessing_counts_as_stalled_after_k_epochs():
     assert not rules.stalled(record(falling, initial=0.8))
     assert rules.stalled(record(falling, initial=0.8, chance_loss=np.log(2)))
     assert not rules.stalled(record([0.68, 0.6, 0.5], initial=0.8, chance_loss=np.log(2)))
+
+
+def test_a_small_lr_whose_fall_would_reach_the_bar_by_the_end_is_not_judged_early():
+    # 4.3% of the start removed after 3 of 10 epochs, falling 0.01 an epoch: kept up for the 7 epochs
+    # left that removes 14%, a small but converging learning rate (digits_small_lr on TensorFlow and
+    # torch). With no budget left, the same curve is too slow.
+    converging = [0.69, 0.68, 0.67]
+    assert rules.evaluate(record(converging, epochs=10)) == []
+    assert [p.kind for p in rules.evaluate(record(converging, epochs=3))] == ["lr_too_low"]
+    # A fall too small to get there stays a finding at the judgment point.
+    assert [p.kind for p in rules.evaluate(record([0.699, 0.698, 0.697], epochs=10))] == ["lr_too_low"]

@@ -92,9 +92,20 @@ def stalled(record):
     return bool((gain < PLATEAU or guessing) and progress(record) < HALF)
 
 
+def projected_progress(record):
+    """`progress` at the end of the budget if the last two epochs' mean fall went on."""
+    curve = series(record)
+    start, left = reference(record), record.epochs - len(record.loss)
+    if len(curve) < 3 or not np.isfinite(curve[-3:]).all() or not np.isfinite(start) or start == 0 or left <= 0:
+        return progress(record)
+    fall = max(0.0, (curve[-3] - curve[-1]) / 2)
+    return progress(record) + fall * left / abs(start)
+
+
 def no_progress(record):
-    """True once 30% of the budget is spent with less than 5% of the starting loss removed."""
-    return bool(len(record.loss) >= JUDGMENT_POINT * record.epochs and progress(record) < NO_PROGRESS)
+    """True once 30% of the budget is spent with less than 5% of the starting loss removed, and the
+    last epochs' fall, kept up to the end of the budget, would not remove 5% either."""
+    return bool(len(record.loss) >= JUDGMENT_POINT * record.epochs and projected_progress(record) < NO_PROGRESS)
 
 
 def failing(record):
