@@ -24,7 +24,7 @@ from keras_actkit._graph import Graph as _Graph  # noqa: N814
 from keras_actkit._graph import has_kernel
 from keras_actkit._graph import kernel_spec as _kernel_spec
 from keras_actkit.activation_info import describe_activation
-from keras_actkit.initializers import DISTRIBUTIONS
+from keras_actkit.initializers import DISTRIBUTIONS, draw
 from keras_actkit.initializers import initializer_for_info
 
 # Activations whose rule already ignores what feeds the kernel (Glorot, LeCun).
@@ -235,7 +235,7 @@ def _match(layer, node, graph, only_defaults, distribution, seed):
     else:
         new_init = initializer_for_info(info, distribution, seed)
     kernel = getattr(layer, kernel_attr)
-    kernel.assign(new_init(kernel.shape, dtype=kernel.dtype))
+    kernel.assign(draw(new_init, kernel.shape, kernel.dtype))
     setattr(layer, init_attr, new_init)
     return MatchEntry(layer.name, label, old, describe_initializer(new_init), "matched")
 

@@ -17,6 +17,7 @@ it is found by Gauss–Hermite quadrature in numpy and cached per function.
 
 import functools
 import math
+import random
 
 import keras
 import numpy as np
@@ -129,3 +130,63 @@ def initializer_for_info(info, distribution="truncated_normal", seed=None):
     _validation.one_of("distribution", distribution, DISTRIBUTIONS)
     _, scale, mode = rule_for(info)
     return keras.initializers.VarianceScaling(scale=scale, mode=mode, distribution=distribution, seed=seed)
+
+
+# Kernels are drawn as pieces of this one shape: on JAX each new shape given to
+# a random op is a new XLA compilation (about a second for a truncated normal),
+# paid once here instead of once per kernel shape in the model.
+DRAW_CHUNK = 1 << 18
+
+
+def draw(initializer, shape, dtype="float32", chunk=DRAW_CHUNK):
+    """Fresh values for a variable of `shape`, distributed as `initializer(shape, dtype)`.
+
+    A `VarianceScaling` initializer (every rule of this module) is drawn in
+    pieces of `chunk` values, all of one shape, with the standard deviation or
+    limit Keras gives `shape`; any other initializer is simply called. The
+    values follow the initializer's distribution, not its exact random
+    stream: an integer seed gives the same values on every call (as in Keras),
+    no seed gives new ones (reproducible under `keras.utils.set_random_seed`).
+
+    Returns:
+        A numpy array of `shape`.
+    """
+    shape = tuple(int(d) for d in shape)
+    seed = initializer.get_config().get("seed")
+    if not _drawn_in_pieces(initializer, seed):
+        return np.asarray(keras.ops.convert_to_numpy(initializer(shape, dtype=dtype)))
+    fan_in, fan_out = _fans(shape)
+    fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[initializer.mode]
+    size = math.prod(shape)
+    pieces = []
+    for seed in _piece_seeds(seed, max(1, -(-size // chunk))):
+        # On `(chunk,)` Keras divides the scale by `chunk`; this gives it `fan`'s.
+        piece = keras.initializers.VarianceScaling(
+            initializer.scale * chunk / max(1.0, fan), "fan_in", initializer.distribution, seed=seed)
+        pieces.append(np.asarray(keras.ops.convert_to_numpy(piece((chunk,), dtype=dtype))))
+    return np.concatenate(pieces)[:size].reshape(shape)
+
+
+def _drawn_in_pieces(initializer, seed):
+    """Keras's own `VarianceScaling` draw, fans from the whole shape, an integer seed or none."""
+    return (isinstance(initializer, keras.initializers.VarianceScaling)
+            and type(initializer).__call__ is keras.initializers.VarianceScaling.__call__
+            and getattr(initializer, "input_axes", None) is None and getattr(initializer, "output_axes", None) is None
+            and (seed is None or isinstance(seed, int)))
+
+
+def _fans(shape):
+    """Keras's fan-in and fan-out: the last two axes times the receptive field (the others)."""
+    if len(shape) < 1:
+        return 1, 1
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    receptive_field = math.prod(shape[:-2])
+    return shape[-2] * receptive_field, shape[-1] * receptive_field
+
+
+def _piece_seeds(seed, count):
+    """One seed per piece: derived from an integer seed, else Keras's default rule (Python's `random`)."""
+    if seed is None:
+        return [random.randint(1, int(1e9)) for _ in range(count)]
+    return [int(s) % (2**31 - 1) for s in np.random.SeedSequence(int(seed)).generate_state(count)]

@@ -102,3 +102,69 @@ def test_matched_initializer_serializes():
     init = initializers.for_activation(ak.layers.LeakyReLU6(0.1), distribution="uniform")
     again = keras.initializers.deserialize(keras.initializers.serialize(init))
     assert again.get_config() == init.get_config()
+
+
+# ---------------------------------------------------------------- draw: one random-op shape for every kernel
+
+DRAW_CASES = [
+    ((3, 3, 32, 48), "fan_in", "truncated_normal"),
+    ((3, 3, 32, 48), "fan_out", "uniform"),
+    ((240, 130), "fan_avg", "untruncated_normal"),
+    ((240, 130), "fan_avg", "truncated_normal"),
+    ((30000,), "fan_in", "uniform"),
+]
+
+
+def keras_stddev(init, shape):
+    """The standard deviation Keras's own draw of `shape` has: the sample one of a large draw."""
+    return float(np.std(keras.ops.convert_to_numpy(init(shape, dtype="float32")).astype("float64")))
+
+
+@pytest.mark.parametrize("shape,mode,distribution", DRAW_CASES)
+def test_draw_has_the_distribution_keras_gives_the_shape(shape, mode, distribution):
+    init = keras.initializers.VarianceScaling(1.7, mode, distribution, seed=3)
+    values = initializers.draw(init, shape, chunk=10007)  # several pieces, one not filled
+    assert values.shape == shape and values.dtype == np.float32
+    n = values.size
+    # The std of a draw of n values is within 6 standard errors (about 1/sqrt(2n) relative) of the truth.
+    np.testing.assert_allclose(np.std(values.astype("float64")), keras_stddev(init, shape), rtol=6 * math.sqrt(2 / n))
+    fan_in = math.prod(shape[:-1]) if len(shape) > 1 else shape[0]
+    fan_out = math.prod(shape[:-2]) * shape[-1] if len(shape) > 1 else shape[0]
+    fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
+    bound = {"truncated_normal": 2 * math.sqrt(1.7 / fan) / 0.87962566103423978,
+             "uniform": math.sqrt(3 * 1.7 / fan), "untruncated_normal": math.inf}[distribution]
+    assert np.abs(values).max() <= bound * (1 + 1e-6)
+    assert abs(float(np.mean(values))) < 6 * np.std(values) / math.sqrt(n)
+
+
+@pytest.mark.parametrize("seed", [11, None])
+def test_draw_pieces_are_not_copies_of_one_another(seed):
+    init = keras.initializers.VarianceScaling(2.0, "fan_in", "truncated_normal", seed=seed)
+    pieces = initializers.draw(init, (40, 50), chunk=500).reshape(4, 500)
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert abs(np.corrcoef(pieces[i], pieces[j])[0, 1]) < 0.2  # independent: |r| ~ 0.045
+
+
+def test_draw_with_a_seed_repeats_and_another_seed_differs():
+    init = keras.initializers.VarianceScaling(2.0, "fan_in", "truncated_normal", seed=11)
+    values = initializers.draw(init, (40, 50), chunk=500).ravel()
+    np.testing.assert_array_equal(initializers.draw(init, (40, 50), chunk=500).ravel(), values)
+    other = keras.initializers.VarianceScaling(2.0, "fan_in", "truncated_normal", seed=12)
+    assert not np.array_equal(initializers.draw(other, (40, 50), chunk=500).ravel(), values)
+
+
+def test_draw_without_a_seed_is_new_each_time_and_follows_the_global_seed():
+    init = keras.initializers.VarianceScaling(2.0, "fan_in", "uniform")
+    keras.utils.set_random_seed(5)
+    first, second = initializers.draw(init, (20, 30)), initializers.draw(init, (20, 30))
+    keras.utils.set_random_seed(5)
+    again = initializers.draw(init, (20, 30))
+    assert not np.array_equal(first, second)
+    np.testing.assert_array_equal(first, again)
+
+
+def test_draw_calls_other_initializers_as_they_are():
+    init = keras.initializers.Orthogonal(seed=4)
+    expected = keras.ops.convert_to_numpy(init((6, 6), dtype="float32"))
+    np.testing.assert_array_equal(initializers.draw(init, (6, 6)), expected)

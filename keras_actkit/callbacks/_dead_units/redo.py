@@ -11,7 +11,7 @@ import numpy as np
 from keras_actkit import _keras_internals
 from keras_actkit.callbacks._dead_units.counting import fresh_slot_value
 from keras_actkit.callbacks._tap import innermost
-from keras_actkit.initializers import initializer_for_info
+from keras_actkit.initializers import draw, initializer_for_info
 
 
 def revive(model, site, units, seed):
@@ -21,7 +21,7 @@ def revive(model, site, units, seed):
         return 0
     initializer = initializer_for_info(site.info, seed=seed)
     kernel = kernel_layer.kernel
-    fresh = np.asarray(keras.ops.convert_to_numpy(initializer(kernel.shape, dtype="float32")))
+    fresh = draw(initializer, kernel.shape)
     set_units(model, kernel, units, axis=-1, source=fresh)
     if getattr(kernel_layer, "bias", None) is not None:
         set_units(model, kernel_layer.bias, units, axis=-1, source=None)
