@@ -241,15 +241,6 @@ def running_callback_list(callback, depth=8):
     return None
 
 
-
-def inbound_node(layer, index):
-    """The node of `layer`'s `index`-th call (a symbolic tensor's `_keras_history.node_index`).
-
-    Touches `Layer._inbound_nodes`.
-    """
-    return layer._inbound_nodes[index]
-
-
 def running_jax_state(model):
     """`model._jax_state` while a JAX `fit` runs and has not synced it back (`model._jax_state_synced`
     false): the trainer's own values of every variable, newer than the variables'; else None."""

@@ -95,14 +95,6 @@ def test_build_state_Layer__flatten_layers_Model__symbolic_build():
     assert model.optimizer.built
 
 
-def test_inbound_node_Layer__inbound_nodes():
-    inputs = keras.Input((3,))
-    dense = keras.layers.Dense(2)
-    outputs = dense(inputs)
-    node = _keras_internals.inbound_node(dense, outputs._keras_history.node_index)
-    assert node.operation is dense, "Layer._inbound_nodes changed"
-
-
 def test_direct_sublayers_Layer__flatten_layers():
     mha = keras.layers.MultiHeadAttention(2, 3, name="mha")
     mha(np.zeros((1, 2, 4), "float32"), np.zeros((1, 2, 4), "float32"))
