@@ -46,16 +46,6 @@ def symbolic_build(model, data_batch):
     model._symbolic_build(data_batch=data_batch)
 
 
-def tracked_optimizer_variables(optimizer):
-    """`optimizer._variables`: the list `optimizer.variables` copies (on TensorFlow a tracking wrapper).
-
-    `optimizer.variables` is what a checkpoint saves and what JAX's training
-    state is built from; the tap's variables join this list only while a
-    JAX step is built (see `carried_by`).
-    """
-    return optimizer._variables
-
-
 def untracked_optimizer_variables(optimizer, specs):
     """New variables made by `optimizer.add_variable` (its name scope, dtype policy and distribution
     strategy), taken out of `optimizer._variables` again: the optimizer does not hold them."""
@@ -239,15 +229,6 @@ def running_callback_list(callback, depth=8):
                 return owner
         frame = frame.f_back
     return None
-
-
-
-def inbound_node(layer, index):
-    """The node of `layer`'s `index`-th call (a symbolic tensor's `_keras_history.node_index`).
-
-    Touches `Layer._inbound_nodes`.
-    """
-    return layer._inbound_nodes[index]
 
 
 def running_jax_state(model):

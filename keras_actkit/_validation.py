@@ -18,6 +18,7 @@ import numbers
 import os
 import tempfile
 
+import keras
 import numpy as np
 
 
@@ -100,6 +101,13 @@ def one_of(name, value, choices):
 def seed(name, value):
     """A seed: None or a non-negative integer."""
     return integer(name, value, minimum=0, allow_none=True)
+
+
+def model(name, value):
+    """`value` itself when it is a `keras.Model`; a TypeError otherwise."""
+    if not isinstance(value, keras.Model):
+        _fail(TypeError, name, value, "a keras.Model")
+    return value
 
 
 def _path(name, value, accepted, allow_none):

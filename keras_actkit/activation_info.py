@@ -165,6 +165,11 @@ def describe_activation(obj):
     # ActivationInfo(name='leaky_relu6', negative_slope=0.1)
     ```
     """
+    return describe(obj, "obj")
+
+
+def describe(obj, argument):
+    """`describe_activation(obj)`, its errors naming `obj` as the caller's argument `argument`."""
     if obj is None:
         return ActivationInfo("linear", fn=keras.activations.linear)
     if isinstance(obj, str):
@@ -181,16 +186,15 @@ def describe_activation(obj):
             return _from_function(keras.activations.get(key))
         except ValueError:
             raise ValueError(
-                f"`obj` must be a known activation name: one of Keras's (keras.activations) or "
-                f"'leaky_relu6', 'hard_swish', 'prelu'; received obj={obj!r}."
+                f"`{argument}` must be a known activation name: one of Keras's (keras.activations) or "
+                f"'leaky_relu6', 'hard_swish', 'prelu'; received {argument}={obj!r}."
             ) from None
     if isinstance(obj, keras.layers.Layer):
         return _from_layer(obj)
     if callable(obj):
         return _from_function(obj)
-    # A ValueError, not a TypeError, for every unrecognised activation, as this
-    # function has always raised.
-    raise ValueError(
-        "`obj` must be an activation: None, a name, a function or an activation layer; "
-        f"received obj={obj!r} of type {type(obj).__name__}."
+    # Neither a name, a layer nor a callable: the wrong type (the package's policy).
+    raise TypeError(
+        f"`{argument}` must be an activation: None, a name, a function or an activation layer; "
+        f"received {argument}={obj!r} of type {type(obj).__name__}."
     )

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from keras_actkit import _validation
-from keras_actkit.activation_info import describe_activation
+from keras_actkit.activation_info import describe
 
 DISTRIBUTIONS = ("truncated_normal", "untruncated_normal", "uniform")
 HE, LECUN, GLOROT, COMPUTED = "he", "lecun", "glorot", "computed"
@@ -116,7 +116,7 @@ def for_activation(activation, distribution="truncated_normal", seed=None):
     ```
     """
     seed = _validation.seed("seed", seed)
-    info = describe_activation(activation)
+    info = describe(activation, "activation")
     if info is None:
         raise ValueError(
             f"`activation` must be an activation: a name, an activation function or an activation "

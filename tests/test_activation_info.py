@@ -67,7 +67,9 @@ def test_non_activation_layer_is_none():
     assert describe_activation(keras.layers.Dense(3)) is None
 
 
-@pytest.mark.parametrize("bad", ["not_an_activation", 42])
-def test_bad_input_is_a_clear_error(bad):
-    with pytest.raises(ValueError, match="activation"):
+# An unknown name is a bad value (ValueError); something that is no name, layer or callable is the
+# wrong type (TypeError), as the package's policy (keras_actkit/_validation.py) says.
+@pytest.mark.parametrize("bad, error", [("not_an_activation", ValueError), (42, TypeError)])
+def test_bad_input_is_a_clear_error(bad, error):
+    with pytest.raises(error, match="activation"):
         describe_activation(bad)

@@ -63,6 +63,8 @@ CASES = [
     ("PReLU-axes-bool", lambda: ak.layers.PReLU(shared_axes=[True]), TypeError, "shared_axes", "True"),
     ("PReLU-initializer", lambda: ak.layers.PReLU(alpha_initializer="bogus"), ValueError, "alpha_initializer",
      "'bogus'"),
+    ("PReLU-initializer-int", lambda: ak.layers.PReLU(alpha_initializer=42), TypeError, "alpha_initializer",
+     "42"),
     ("PReLU-regularizer", lambda: ak.layers.PReLU(alpha_regularizer="bogus"), ValueError, "alpha_regularizer",
      "'bogus'"),
     # activations, initializers, describe_activation
@@ -79,8 +81,10 @@ CASES = [
     ("for_activation-not-activation", lambda: ak.initializers.for_activation(keras.layers.Dense(2)), ValueError,
      "activation", None),
     ("for_activation-unknown-name", lambda: ak.initializers.for_activation("bogus"), ValueError, "bogus", "'bogus'"),
-    # A ValueError for every unrecognised activation, as describe_activation has always raised.
-    ("describe_activation-int", lambda: ak.describe_activation(42), ValueError, "obj", "42"),
+    # A value that cannot be an activation at all is of the wrong type: a TypeError (the policy).
+    ("describe_activation-int", lambda: ak.describe_activation(42), TypeError, "`obj`", "42"),
+    ("describe_activation-list", lambda: ak.describe_activation([1]), TypeError, "`obj`", "[1]"),
+    ("for_activation-int", lambda: ak.initializers.for_activation(1.5), TypeError, "`activation`", "1.5"),
     ("describe_activation-name", lambda: ak.describe_activation("bogus"), ValueError, "obj", "'bogus'"),
     # match_initializers and AutoInit
     ("match-model", lambda: ak.match_initializers("model"), TypeError, "model", "'model'"),
@@ -148,6 +152,7 @@ CASES = [
     ("LRFinder-beta-str", lambda: LRFinder(beta="0.9"), TypeError, "beta", "'0.9'"),
     ("LRFinder-diverge", lambda: LRFinder(diverge_threshold=1.0), ValueError, "diverge_threshold", "1.0"),
     ("LRFinder-verbose", lambda: LRFinder(verbose="yes"), TypeError, "verbose", "'yes'"),
+    ("find_lr-model", lambda: ak.find_lr("model", NAN_ROWS, NAN_ROWS), TypeError, "`model`", "'model'"),
     ("find_lr-batch-0", lambda: _find_lr(batch_size=0), ValueError, "batch_size", "0"),
     ("find_lr-batch-negative", lambda: _find_lr(batch_size=-1), ValueError, "batch_size", "-1"),
     ("find_lr-batch-bool", lambda: _find_lr(batch_size=True), TypeError, "batch_size", "True"),

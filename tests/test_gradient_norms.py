@@ -57,6 +57,28 @@ def test_norms_and_update_ratio_match_independent_gradient():
                                    rtol=1e-4)
 
 
+def test_global_norm_of_layers_whose_squares_overflow_float32_together():
+    # Two layers of gradient norm 1.5e19 each: each squared (2.25e38) is a float32, their sum
+    # (4.5e38) is not. The global norm must still be sqrt(2) * 1.5e19, as numpy computes in float64.
+    scale = 1.5e19
+    model = keras.Sequential([keras.Input((1,)),
+                              keras.layers.Dense(1, use_bias=False, kernel_initializer="ones", name="a"),
+                              keras.layers.Dense(1, use_bias=False, kernel_initializer="ones", name="b")])
+
+    def loss(y_true, y_pred):  # d/da = d/db = scale, for x = 1 and both weights 1
+        return scale * keras.ops.mean(y_pred)
+
+    model.compile(keras.optimizers.SGD(1e-30), loss)
+    x, y = np.ones((1, 1), "float32"), np.zeros((1, 1), "float32")
+    grads = model_grads(model, x, y, loss)
+    logger = GradientNormLogger(every_n_steps=1)
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[logger])
+    expected = _expected_norms(grads, model.trainable_variables)
+    np.testing.assert_allclose(logger.history["norms"][0], [expected["a"], expected["b"]], rtol=1e-6)
+    np.testing.assert_allclose(logger.history["global"][0], np.sqrt(expected["a"] ** 2 + expected["b"] ** 2),
+                               rtol=1e-6)
+
+
 def test_every_n_steps_records_those_steps_and_epoch_means():
     x, y = helpers.random_classification(n=64)
     model = _model()

@@ -210,11 +210,15 @@ def test_an_epoch_whose_every_step_was_skipped_logs_nan_loss(tmp_path):
             for i in range(8):
                 yield x[8 * i: 8 * i + 8], labels[8 * i: 8 * i + 8]
 
-    history, _ = _quiet_fit(model, batches(), steps_per_epoch=8, epochs=2, callbacks=[guard, best])
+    # A user's callback listed before the guard sees the epoch's NaN too, not Keras's empty mean 0.0.
+    seen = []
+    before = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(logs["loss"]))
+    history, _ = _quiet_fit(model, batches(), steps_per_epoch=8, epochs=2, callbacks=[before, guard, best])
     assert guard.skipped == 8
     first, second = history.history["loss"]
     assert np.isfinite(first) and np.isnan(second)
     assert best.best == first  # save_best_only kept the first epoch, not the one without a loss
+    assert seen[0] == first and np.isnan(seen[1])
 
 
 def test_one_instance_serves_several_fits():

@@ -20,10 +20,17 @@ def test_counted_bad_steps_then_a_finite_one():
     np.testing.assert_array_equal(state, [2, 0, 8, 0, 2, 1])
 
 
-def test_traced_bad_state_matches_the_host_count():
-    old = np.array([3, 1, 5, 4, 2, 1], "float32")
-    traced = counters.traced_bad_state(old, step=9, first=6, data_finite=False)
-    np.testing.assert_array_equal(np.asarray(traced), counters.counted(old, 2, bad=(9, 6, True)))
+def test_traced_bad_state_counts_as_the_host_does():
+    # The current run growing past the longest one (2 -> 3), on a batch holding a NaN...
+    old = np.array([3, 2, 5, 4, 2, 1], "float32")
+    traced = np.asarray(counters.traced_bad_state(old, step=9, first=6, data_finite=False))
+    np.testing.assert_array_equal(traced, [4, 3, 9, 6, 3, 2])
+    np.testing.assert_array_equal(traced, counters.counted(old, 3, bad=(9, 6, True)))
+    # ... and a new run shorter than an earlier one (kept: 5), on a finite batch.
+    old = np.array([3, 0, 5, 4, 5, 1], "float32")
+    traced = np.asarray(counters.traced_bad_state(old, step=10, first=0, data_finite=True))
+    np.testing.assert_array_equal(traced, [4, 1, 10, 0, 5, 1])
+    np.testing.assert_array_equal(traced, counters.counted(old, 1, bad=(10, 0, False)))
 
 
 def test_after_rollback_keeps_the_totals_and_ends_the_run():

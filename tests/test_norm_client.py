@@ -1,8 +1,8 @@
-"""GradientNormLogger's record, as put together on the host for eager (torch) steps, against numpy."""
+"""GradientNormLogger's record, as put together on the host for eager (torch) steps, and its reading, against numpy."""
 
 import numpy as np
 
-from keras_actkit.callbacks._norm_client import norm_record
+from keras_actkit.callbacks._norm_client import ROWS, NormRecords, norm_record
 
 
 def test_norm_record_sums_variables_per_layer():
@@ -16,12 +16,27 @@ def test_norm_record_sums_variables_per_layer():
     layer_grad = [np.sqrt(np.sum(np.square(np.concatenate([grads[i].ravel() for i in (k, k + 1)])))) for k in (0, 2)]
     ratio = [np.linalg.norm(np.concatenate([(after[i] - before[i]).ravel() for i in (k, k + 1)]))
              / np.linalg.norm(np.concatenate([before[i].ravel() for i in (k, k + 1)])) for k in (0, 2)]
-    global_norm = np.sqrt(sum(np.sum(np.square(g)) for g in grads))
-    np.testing.assert_allclose(row, [5.0, 12, global_norm, *layer_grad, *ratio], rtol=1e-5)
+    np.testing.assert_allclose(row, [5.0, 12, *layer_grad, *ratio], rtol=1e-5)
     assert row.dtype == np.float32
 
 
 def test_norm_record_ratio_of_a_zero_layer_is_zero_and_nan_gradients_stay_nan():
     row = norm_record(1.0, 0, np.array([np.nan, 4.0]), np.array([0.0, 1.0]), np.array([0.0, 4.0]), [0, 1], 2)
-    assert np.isnan(row[2]) and np.isnan(row[3])  # global and layer 0 norms
-    np.testing.assert_allclose(row[4:], [2.0, 0.0, 0.5])
+    assert np.isnan(row[2])  # layer 0's norm
+    np.testing.assert_allclose(row[3:], [2.0, 0.0, 0.5])
+
+
+def test_records_read_in_order_with_the_global_norm_in_float64():
+    # Per-layer norms of 1e20 are float32 numbers; their squares (1e40) are not.
+    buffer = np.zeros((ROWS + 1, 2 + 2 * 3), "float32")
+    norms = np.array([[1e20, 1e20, 1e20], [3.0, 4.0, 0.0], [np.nan, 1.0, 1.0]], "float32")
+    for count, (row, layer_norms) in enumerate(zip([5, 3, 4], norms), start=1):  # ring order is not time order
+        buffer[row] = [count, 10 * count, *layer_norms, 0.5, 0.25, 0.0]
+    buffer[0] = 3
+    records = NormRecords.from_buffer(buffer, seen=1, layers=3)
+    np.testing.assert_array_equal(records.step, [20, 30])
+    np.testing.assert_array_equal(records.norms, norms[1:].astype("float64"))
+    np.testing.assert_array_equal(records.update_ratios, [[0.5, 0.25, 0.0]] * 2)
+    assert records.global_norm[0] == 5.0 and np.isnan(records.global_norm[1])
+    first = NormRecords.from_buffer(buffer, seen=0, layers=3).global_norm[0]
+    np.testing.assert_allclose(first, np.sqrt(3 * np.float64(np.float32(1e20)) ** 2), rtol=1e-12)

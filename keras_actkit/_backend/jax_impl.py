@@ -21,7 +21,7 @@ __all__ = ["all_finite", "apply_if", "bookkeeping_in_skip_branch", "call_train_f
 from keras_actkit import _keras_internals  # noqa: E402
 from keras_actkit._backend import _common  # noqa: E402
 from keras_actkit._backend._common import (all_finite, bookkeeping_in_skip_branch, eager_steps, finite_of,  # noqa: E402
-                                           finite_terms, global_apply)
+                                           finite_terms, global_apply, variable_scope)
 
 
 def loss_tracked_after_apply():
@@ -229,5 +229,3 @@ def recording_train_function(model, function, record, limit=None):
     wrapped.finished, wrapped.recorded = False, 0
     return wrapped
 
-
-variable_scope = _common.variable_scope

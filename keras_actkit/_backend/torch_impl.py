@@ -7,7 +7,8 @@ import torch
 
 from keras_actkit._backend._common import (bookkeeping_in_skip_branch, call_train_function, finite_of,
                                            finite_terms, global_apply, guarded_train_step, loss_tracked_after_apply,
-                                           make_train_function, read_values, request_values, write_values)
+                                           make_train_function, read_values, request_values, variable_scope,
+                                           write_values)
 
 __all__ = ["all_finite", "apply_if", "bookkeeping_in_skip_branch", "call_train_function", "eager_steps",
            "finite_of", "finite_terms", "global_apply", "guarded_train_step", "inference_function",
@@ -73,5 +74,3 @@ def recording_train_function(model, function, record, limit=None):
     wrapped.finished, wrapped.recorded = False, 0
     return wrapped
 
-
-from keras_actkit._backend._common import variable_scope  # noqa: E402,F401

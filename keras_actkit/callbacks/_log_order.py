@@ -1,11 +1,13 @@
-"""The kit's callbacks write into the epoch `logs` before the loggers that read them.
+"""The kit's callbacks write into the epoch `logs` before the callbacks that read them.
 
 Keras calls callbacks in list order with one shared `logs` dict: a `CSVLogger`
 or `TensorBoard` placed before a callback that adds keys has already written
-its row without them (and `CSVLogger` fixes its columns at its first row).
+its row without them (and `CSVLogger` fixes its columns at its first row); a
+user's callback placed before `NaNGuard` would read Keras's 0.0 for an epoch
+whose every step was skipped, where the guard writes NaN.
 `run_before_loggers(self)`, called first thing in `on_train_begin`, moves the
-calling callback just ahead of the first logger listed before it, so the
-order a user gives does not matter.
+calling callback just ahead of the first one listed before it that acts on
+the epoch logs, so the order a user gives does not matter.
 """
 
 import warnings
@@ -14,16 +16,24 @@ import keras
 
 from keras_actkit import _keras_internals
 
-# Callbacks that record, send or act on the epoch logs when they get them
-# (NaNGuard's NaN loss for an all-skipped epoch must reach ModelCheckpoint).
-LOGGERS = (keras.callbacks.CSVLogger, keras.callbacks.TensorBoard, keras.callbacks.RemoteMonitor,
-           keras.callbacks.ModelCheckpoint, keras.callbacks.EarlyStopping, keras.callbacks.ReduceLROnPlateau)
+
+def reads_epoch_logs(callback):
+    """Whether `callback` has an `on_epoch_end` of its own (it may read, record or act on the epoch logs):
+    Keras's loggers, checkpoints, early stopping, a `LambdaCallback` given one, a user's subclass.
+
+    The kit's own callbacks only add keys: their order among themselves is left as given.
+    """
+    if type(callback).__module__.startswith("keras_actkit."):
+        return False
+    hook = callback.on_epoch_end
+    return getattr(hook, "__func__", hook) is not keras.callbacks.Callback.on_epoch_end
+
 
 _warned = set()
 
 
 def run_before_loggers(callback):
-    """Move `callback` ahead of any logger listed before it in the running `fit`'s callbacks.
+    """Move `callback` ahead of the callbacks listed before it that read the epoch logs (`reads_epoch_logs`).
 
     Safe inside `CallbackList.on_train_begin`'s loop: the callbacks between the
     logger and `callback` have had their `on_train_begin` already, and after
@@ -42,7 +52,7 @@ def run_before_loggers(callback):
         return False
     callbacks = listing.callbacks
     mine = next(i for i, c in enumerate(callbacks) if c is callback)
-    first = next((i for i, c in enumerate(callbacks[:mine]) if isinstance(c, LOGGERS)), None)
+    first = next((i for i, c in enumerate(callbacks[:mine]) if reads_epoch_logs(c)), None)
     if first is None:
         return False
     callbacks.insert(first, callbacks.pop(mine))

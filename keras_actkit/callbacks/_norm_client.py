@@ -30,11 +30,11 @@ def layer_groups(variables, keys):
 class _NormClient(_tap.TapClient):
     """In-graph part: on recorded steps, per-layer ‖g‖ and ‖Δw‖/‖w‖ into a ring buffer.
 
-    Buffer layout, (ROWS + 1, 3 + 2·layers) float32: row 0 holds the number of
+    Buffer layout, (ROWS + 1, 2 + 2·layers) float32: row 0 holds the number of
     records written so far; each record row holds [sequence number, optimizer
-    step, global norm, per-layer norms, per-layer update ratios]. The host reads
-    the buffer every ROWS/2 records and at the end of each epoch, so no step
-    waits for the host.
+    step, per-layer norms, per-layer update ratios]. The host reads the buffer
+    every ROWS/2 records and at the end of each epoch, so no step waits for the
+    host; it works out the global norm from the per-layer ones (`NormRecords`).
     """
 
     def __init__(self, every_n_steps, layers, layer_by_variable, model):
@@ -51,7 +51,7 @@ class _NormClient(_tap.TapClient):
         self.layers = layers
         self.layer_by_variable = layer_by_variable  # id(variable) -> layer index
         self.signature = ("grad_norms", every_n_steps, tuple(layers), tuple(sorted(layer_by_variable.items())))
-        self.width = 3 + 2 * len(layers)
+        self.width = 2 + 2 * len(layers)
         self._pending = None
         self.schedule = None  # (next micro-step, accumulation steps) when the host can tell recorded steps
 
@@ -126,7 +126,6 @@ class _NormClient(_tap.TapClient):
             record = ops.concatenate([
                 ops.reshape(count + 1.0, (1,)),
                 ops.reshape(ops.cast(ops.convert_to_tensor(step), "float32"), (1,)),
-                ops.reshape(ops.sqrt(ops.sum(grad_sq)), (1,)),
                 ops.sqrt(grad_sq),
                 ratios,
             ])
@@ -160,12 +159,12 @@ class _NormClient(_tap.TapClient):
 
 def norm_record(count, step, grad_sq, delta_sq, size_sq, layer_of, layers):
     """One row of the ring buffer from per-variable squared norms (of the gradient, of the update
-    and of the weights before it) and each variable's layer: [count, step, global norm, per-layer
-    gradient norms, per-layer update ratios ‖Δw‖/‖w‖ (0 for a layer of zero weights)], float32."""
+    and of the weights before it) and each variable's layer: [count, step, per-layer gradient norms,
+    per-layer update ratios ‖Δw‖/‖w‖ (0 for a layer of zero weights)], float32."""
     per_layer = [np.bincount(layer_of, weights=values, minlength=layers) for values in (grad_sq, delta_sq, size_sq)]
     grad, delta, size = (values.astype("float32") for values in per_layer)
     ratios = np.sqrt(np.divide(delta, size, out=np.zeros_like(delta), where=size != 0))
-    return np.concatenate([[count, step, np.sqrt(np.sum(grad))], np.sqrt(grad), ratios]).astype("float32")
+    return np.concatenate([[count, step], np.sqrt(grad), ratios]).astype("float32")
 
 
 @dataclasses.dataclass
@@ -183,11 +182,17 @@ class NormRecords:
 
     @classmethod
     def from_buffer(cls, buffer, seen, layers):
-        """The buffer's records newer than the `seen`-th, in order (buffer layout: see `_NormClient`)."""
+        """The buffer's records newer than the `seen`-th, in order (buffer layout: see `_NormClient`).
+
+        The global norm is the per-layer norms' root sum of squares, in float64
+        on the host: in float32 (in the step) layers whose squared norms are
+        each finite could sum past the float32 range (norms ~1e19) to inf.
+        """
         rows = buffer[1:]
         fresh = rows[rows[:, 0] > seen]
         block = fresh[np.argsort(fresh[:, 0])][:, 1:].astype("float64")
-        return cls(block[:, 0].astype(int), block[:, 1], block[:, 2: 2 + layers], block[:, 2 + layers:])
+        norms = block[:, 1: 1 + layers]
+        return cls(block[:, 0].astype(int), np.sqrt(np.sum(np.square(norms), axis=1)), norms, block[:, 1 + layers:])
 
     def __len__(self):
         return len(self.step)

@@ -256,7 +256,7 @@ def find_lr(model, x, y=None, *, batch_size=None, start_lr=1e-7, end_lr=10.0, nu
     result.plot().savefig("lr_find.png")
     ```
     """
-    _training_state.compiled_optimizer(model, "find_lr")
+    _training_state.compiled_optimizer(_validation.model("model", model), "find_lr")
     finder = LRFinder(start_lr, end_lr, num_steps, mode, beta, diverge_threshold, verbose)
     batch_size = _validation.integer("batch_size", batch_size, minimum=1, allow_none=True)
     kwargs = dict(fit_kwargs)

@@ -175,7 +175,7 @@ class NaNGuard(keras.callbacks.Callback):
         self._check()
         if logs is not None:
             # An epoch whose every step was skipped has no loss: NaN, not the empty mean's 0.0
-            # (callbacks listed after NaNGuard, and History, see it).
+            # (every callback that reads the epoch logs runs after this one: _log_order).
             if "loss" in logs and self.skipped != self._skipped_before_epoch and loss.no_batch_counted(self._model):
                 logs["loss"] = float("nan")
             logs["nan_guard/skipped"] = self.skipped

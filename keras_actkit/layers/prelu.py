@@ -26,7 +26,9 @@ def _get(name, getter, identifier, what):
     try:
         return getter(identifier)
     except (ValueError, TypeError) as error:
-        raise ValueError(
+        # Keras's getters take None, a name, a config or a callable: anything else is the wrong type.
+        wrong_type = not (identifier is None or isinstance(identifier, (str, dict)) or callable(identifier))
+        raise (TypeError if wrong_type else ValueError)(
             f"`{name}` must be {what}; received {name}={identifier!r} ({error})."
         ) from None
 
