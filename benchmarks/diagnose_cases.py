@@ -187,7 +187,7 @@ def run_case(case, repair, seed=0):
             row["repair_ratio"], row["repair_cpu_ratio"] = repair_times / fit_times
             row["repair"] = r.repair["name"] if r.repair else None
             row["repaired_acc"] = r.repair["score"] if r.repair else r.score
-            row["attempts"] = [(a.name, round(a.score, 3), a.problems) for a in r.attempts]
+            row["attempts"] = [(a.name, round(a.score, 3), a.problems, a.given_up) for a in r.attempts]
             row["twin_acc"] = plain_fit(twin, seed)[1]
     return row
 
