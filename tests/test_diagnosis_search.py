@@ -50,8 +50,9 @@ STUCK = dict(val_accuracy=[0.45] * EPOCHS, loss=[0.693] * EPOCHS)
 
 def run_search(monkeypatch, scripts, limit=3):
     """`search.search` for a vanishing gradient, with the fixes and trials replaced by `scripts`."""
-    for name in scripts:
-        monkeypatch.setitem(repairs.REPAIRS, name, lambda model, context, name=name: (name, f"did {name}", name))
+    for name, script in scripts.items():  # a script None: the fix has nothing to change in this model
+        monkeypatch.setitem(repairs.REPAIRS, name,
+                            lambda model, context, name=name, script=script: script and (name, f"did {name}", name))
     monkeypatch.setattr(search, "static_problems", lambda model: [])
     trained = []
 
@@ -113,3 +114,12 @@ def test_run_trial_stops_when_give_up_says_so():
     record, history, _, _ = run_trial(model, x, y, epochs=5, batch_size=32, validation_data=(x, y),
                                       fit_kwargs={}, give_up=give_up)
     assert seen == [1, 2] and len(record.loss) == 2 and len(history["val_accuracy"]) == 2
+
+
+def test_the_limit_counts_attempts_run_not_fixes_with_nothing_to_change(monkeypatch):
+    # In a network without sigmoid/tanh layers the SELU swap has nothing to change: BatchNormalization,
+    # fourth in the plan for a vanishing gradient, is the third attempt.
+    result, trained = run_search(monkeypatch, {"selu_lecun": None, "relu_he": SLOW, "selu_lecun+raise_lr": SLOW,
+                                               "batchnorm": LEARNS}, limit=3)
+    assert [n for n, _ in trained] == ["relu_he", "selu_lecun+raise_lr", "batchnorm"]
+    assert result.repair["name"] == "batchnorm"

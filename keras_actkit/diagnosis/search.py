@@ -90,7 +90,11 @@ def search(result, model, x, y, settings, limit, findings):
                "culprits": {p.kind: list(p.layers) for p in result.problems}}
     references = [scores(result.history, result.monitor)]
     best = None
-    for name in repairs.plan(result.problems, limit):
+    # `limit` counts the attempts run: a fix with nothing to change in this model (an activation swap
+    # in a network without that activation) leaves its place to the next one in the plan.
+    for name in repairs.plan(result.problems, None):
+        if len(result.attempts) >= limit:
+            break
         built = repairs.REPAIRS[name](model, context)
         if built is None:
             continue
