@@ -6,13 +6,16 @@ import keras
 
 from keras_actkit import _validation
 from keras_actkit.callbacks.lr_finder import find_lr
-from keras_actkit.diagnosis import repairs, rules
-from keras_actkit.diagnosis.problems import Attempt, Diagnosis, score_of
+from keras_actkit.diagnosis import rules, search
+from keras_actkit.diagnosis.problems import Diagnosis, score_of
 from keras_actkit.diagnosis.static import input_problems, static_notes, static_problems
 from keras_actkit.diagnosis.trial import copy_model, run_trial
 
-# At most this many repairs, each a full trial: with detection, <= ~6 plain fits.
-MAX_ATTEMPTS = 4
+# At most this many repairs. Each is a trial of its own, ~1.0-1.7 plain fits
+# (on JAX mostly compilation, whatever the epochs run), and detection takes
+# ~1.1-1.6: three keep the whole under ~6 plain fits, four did not
+# (benchmarks/diagnose_cases.py, circles_vanishing: 7.7-9.1x).
+MAX_ATTEMPTS = 3
 # Findings for which the range test's suggestion makes the prescription concrete.
 _LR_KINDS = {"non_finite", "exploding_gradient", "oscillating_loss", "lr_too_high", "lr_too_low"}
 _SCORES = ("val_accuracy", "val_acc", "val_binary_accuracy", "val_sparse_categorical_accuracy",
@@ -54,9 +57,9 @@ def _timed(problems, certain, record):
     return problems
 
 
-def _findings(model, x, y, settings, notes, static):
+def _findings(model, x, y, settings, notes, static, give_up=None):
     """One trial of `model` (already a copy): its problems (timed), history and record."""
-    record, history, certain, trial_notes = run_trial(model, x, y, **settings)
+    record, history, certain, trial_notes = run_trial(model, x, y, give_up=give_up, **settings)
     notes.extend(trial_notes)
     found = rules.evaluate(record)
     if static:  # a structural cause explains a run that does not learn
@@ -78,8 +81,12 @@ def diagnose(model, x, y=None, *, validation_data=None, epochs=10, batch_size=No
     prescription concrete.
 
     With `repair=True`, the prescriptions for the problems found are tried,
-    cheapest and most likely first, each on a fresh copy for the same budget;
-    the best by validation score that beats the original run is kept.
+    cheapest and most likely first, each on a fresh copy for the same budget
+    (at most `MAX_ATTEMPTS`); the best by validation score that beats the
+    original run is kept. An attempt whose score is behind the runs before
+    it from 30% of the budget on is given up there, and the search stops at
+    the first attempt that shows no problem and has learned
+    (`keras_actkit.diagnosis.search`).
 
     Args:
         model: A compiled Keras model (Sequential, Functional, or subclassed with
@@ -122,7 +129,7 @@ def diagnose(model, x, y=None, *, validation_data=None, epochs=10, batch_size=No
     result = Diagnosis(static + dynamic, notes, record, score_of(history, monitor))
     result.history, result.monitor = history, monitor
     if repair and result.problems:
-        _repair(result, model, x, y, settings)
+        search.search(result, model, x, y, settings, MAX_ATTEMPTS, _findings)
     return result
 
 
@@ -133,25 +140,3 @@ def _timed_again(dynamic, record, static):
     for problem in found:
         problem.epoch, problem.step, problem.fraction = when[problem.kind]
     return found
-
-
-def _repair(result, model, x, y, settings):
-    context = {"x": x, "lr_suggestion": result.record.lr_suggestion,
-               "culprits": {p.kind: list(p.layers) for p in result.problems}}
-    best = None
-    for name in repairs.plan(result.problems, MAX_ATTEMPTS):
-        built = repairs.REPAIRS[name](model, context)
-        if built is None:
-            continue
-        new, words, code = built
-        notes = []
-        static = static_problems(new)
-        found, history, record = _findings(new, x, y, settings, notes, static)
-        attempt = Attempt(name, words, code, score_of(history, result.monitor),
-                          tuple(p.kind for p in static + found), new, record)
-        result.attempts.append(attempt)
-        if attempt.score > result.score and (best is None or attempt.score > best.score):
-            best = attempt
-    if best is not None:
-        result.repaired_model = best.model
-        result.repair = {"name": best.name, "words": best.words, "code": best.code, "score": best.score}

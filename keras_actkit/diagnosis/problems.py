@@ -54,6 +54,8 @@ class Attempt:
         problems: Kinds of the problems the repaired run still showed.
         model: The model trained with the fix.
         record: Its trial run's measurements (a `TrialRecord`).
+        given_up: The epoch at which the run was given up, behind the runs
+            before it (see `search.behind`), or None.
     """
 
     name: str
@@ -63,6 +65,7 @@ class Attempt:
     problems: tuple
     model: object = dataclasses.field(default=None, repr=False)
     record: object = dataclasses.field(default=None, repr=False)
+    given_up: int = None
 
 
 def _when(problem):
@@ -128,7 +131,8 @@ class Diagnosis:
             lines.append(f"validation score of the trial run: {self.score:.4g}")
         for attempt in self.attempts:
             left = ", ".join(attempt.problems) or "none"
-            lines.append(f"repair tried: {attempt.name:<18} score {attempt.score:.4g}  problems left: {left}")
+            stop = "" if attempt.given_up is None else f"  (given up at epoch {attempt.given_up}: behind the runs before)"
+            lines.append(f"repair tried: {attempt.name:<18} score {attempt.score:.4g}  problems left: {left}{stop}")
         if self.repair is not None:
             lines.append(f"repair kept: {self.repair['words']}")
             lines.append(f"   code: {self.repair['code']}")

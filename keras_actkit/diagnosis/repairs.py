@@ -276,7 +276,7 @@ PLAN = {
 
 
 def plan(problems, limit):
-    """The fixes to try for `problems` (root causes first), without repeats, at most `limit`."""
+    """The fixes to try for `problems` (root causes first), without repeats, at most `limit` (None: all)."""
     names = []
     for problem in problems:
         for name in PLAN.get(problem.kind, ()):

@@ -121,11 +121,11 @@ class Certainty:
 
 
 class _Watch(keras.callbacks.Callback):
-    """Judges the run at each epoch's end; stops the trial once a finding is certain."""
+    """Judges the run at each epoch's end; stops the trial once a finding is certain (or `give_up` says so)."""
 
-    def __init__(self, build_record, early):
+    def __init__(self, build_record, early, give_up=None):
         super().__init__()
-        self.build_record, self.early = build_record, early
+        self.build_record, self.early, self.give_up = build_record, early, give_up
 
     def on_train_begin(self, logs=None):
         self.history, self.judge = {}, Certainty()
@@ -134,7 +134,8 @@ class _Watch(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
-        if self.judge.check(self.build_record(self.history), epoch) and self.early:
+        certain = self.judge.check(self.build_record(self.history), epoch)
+        if self.early and (certain or (self.give_up is not None and self.give_up(self.history))):
             self.model.stop_training = True
 
 
@@ -156,8 +157,13 @@ def _fractions(history, key):
     return {name: list(values) for name, values in history.get(key, {}).items()}
 
 
-def run_trial(model, x, y, *, epochs, batch_size, validation_data, fit_kwargs, early=True):
-    """Train `model` (a copy) with the instruments; returns (TrialRecord, history dict, certain {kind: epoch}, notes)."""
+def run_trial(model, x, y, *, epochs, batch_size, validation_data, fit_kwargs, early=True, give_up=None):
+    """Train `model` (a copy) with the instruments; returns (TrialRecord, history dict, certain {kind: epoch}, notes).
+
+    `give_up(history)`, if given, is asked at each epoch's end (after the
+    rules) with the epoch logs so far; True stops the trial there (a repair
+    attempt behind the runs before it, see `search.behind`).
+    """
     steps = steps_per_epoch(x, batch_size, fit_kwargs)
     logger = GradientNormLogger(every_n_steps=record_every(steps))
     # DeadNeuronMonitor probes layer outputs of a graph; on a subclassed model it
@@ -181,7 +187,7 @@ def run_trial(model, x, y, *, epochs, batch_size, validation_data, fit_kwargs, e
             saturated=_fractions(monitor.history, "saturated_fraction") if monitor else {},
             output_layers=outputs, chance_loss=chance)
 
-    watch = _Watch(build_record, early)
+    watch = _Watch(build_record, early, give_up)
     kwargs = dict(fit_kwargs)
     kwargs.setdefault("verbose", 0)
     with warnings.catch_warnings(record=True) as caught:
