@@ -172,8 +172,7 @@ def match_initializers(
 
 
 def _check_arguments(model, only_defaults, distribution, seed, calibration_data, tolerance):
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"`model` must be a keras.Model; received model={model!r} of type {type(model).__name__}.")
+    _validation.model("model", model)
     if not model.built:
         raise ValueError("`model` must be built (give it an Input or call it once) before its kernels can be matched.")
     tolerance = _validation.number("tolerance", tolerance)

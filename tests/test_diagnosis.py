@@ -199,8 +199,10 @@ def test_bad_arguments_are_named():
         ak.diagnose(model, x, y, batch_size=True)
     with pytest.raises(ValueError, match="compiled"):
         ak.diagnose(keras.Sequential([keras.Input((FEATURES,)), L.Dense(1)]), x, y)
-    with pytest.raises(TypeError, match="model"):
+    with pytest.raises(TypeError, match="`model` must be a keras.Model; received model='model'"):
         ak.check_model("model")
+    with pytest.raises(TypeError, match="`model` must be a keras.Model; received model='model'"):
+        ak.diagnose("model", x, y)
 
 
 def test_plot_saves_one_figure(tmp_path):

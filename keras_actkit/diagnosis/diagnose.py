@@ -2,9 +2,7 @@
 
 import warnings
 
-import keras
-
-from keras_actkit import _validation
+from keras_actkit import _training_state, _validation
 from keras_actkit.callbacks.lr_finder import find_lr
 from keras_actkit.diagnosis import rules, search
 from keras_actkit.diagnosis.problems import Diagnosis, score_of
@@ -28,10 +26,7 @@ def _monitor(history):
 
 
 def _check_arguments(model, epochs, batch_size, repair):
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"`model` must be a keras.Model; received model={model!r}.")
-    if getattr(model, "optimizer", None) is None or not getattr(model, "compiled", True):
-        raise ValueError("diagnose needs a compiled model: call model.compile(optimizer, loss) first.")
+    _training_state.compiled_optimizer(_validation.model("model", model), "diagnose")
     epochs = _validation.integer("epochs", epochs, minimum=1)
     batch_size = _validation.integer("batch_size", batch_size, minimum=1, allow_none=True)
     return epochs, batch_size, _validation.boolean("repair", repair)

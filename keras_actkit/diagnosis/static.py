@@ -5,6 +5,7 @@ import re
 import keras
 import numpy as np
 
+from keras_actkit import _validation
 from keras_actkit.activation_info import describe_activation
 from keras_actkit.diagnosis.linear_stack import KERNEL_LAYERS, activation_name, linear_feeds
 from keras_actkit.diagnosis.problems import Diagnosis, Problem
@@ -188,8 +189,7 @@ def check_model(model):
     print(report)
     ```
     """
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"`model` must be a keras.Model; received model={model!r}.")
+    _validation.model("model", model)
     if not model.built:
         raise ValueError("`model` must be built: give it an Input (or call it once) before check_model.")
     return Diagnosis(static_problems(model), static_notes(model))
