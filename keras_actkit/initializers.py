@@ -22,7 +22,7 @@ import random
 import keras
 import numpy as np
 
-from keras_actkit import _validation
+from keras_actkit import _backend, _validation
 from keras_actkit.activation_info import describe
 
 DISTRIBUTIONS = ("truncated_normal", "untruncated_normal", "uniform")
@@ -132,28 +132,32 @@ def initializer_for_info(info, distribution="truncated_normal", seed=None):
     return keras.initializers.VarianceScaling(scale=scale, mode=mode, distribution=distribution, seed=seed)
 
 
-# Kernels are drawn as pieces of this one shape: on JAX each new shape given to
-# a random op is a new XLA compilation (about a second for a truncated normal),
-# paid once here instead of once per kernel shape in the model.
+# On JAX, kernels are drawn as pieces of this one shape: each new shape given
+# to a random op is a new XLA compilation (about a second for a truncated
+# normal), paid once here instead of once per kernel shape in the model.
 DRAW_CHUNK = 1 << 18
 
 
-def draw(initializer, shape, dtype="float32", chunk=DRAW_CHUNK):
+def draw(initializer, shape, dtype="float32", chunk=DRAW_CHUNK, in_pieces=None):
     """Fresh values for a variable of `shape`, distributed as `initializer(shape, dtype)`.
 
-    A `VarianceScaling` initializer (every rule of this module) is drawn in
-    pieces of `chunk` values, all of one shape, with the standard deviation or
-    limit Keras gives `shape`; any other initializer is simply called. The
-    values follow the initializer's distribution, not its exact random
-    stream: an integer seed gives the same values on every call (as in Keras),
-    no seed gives new ones (reproducible under `keras.utils.set_random_seed`).
+    Where random ops compile once per shape (JAX; `in_pieces=None` asks the
+    backend), a `VarianceScaling` initializer (every rule of this module) is
+    drawn in pieces of `chunk` values, all of one shape, with the standard
+    deviation or limit Keras gives `shape`. The values then follow the
+    initializer's distribution, not its exact random stream: an integer seed
+    gives the same values on every call (as in Keras), no seed new ones
+    (reproducible under `keras.utils.set_random_seed`). Elsewhere, and for any
+    other initializer, this is `initializer(shape, dtype)`.
 
     Returns:
         A numpy array of `shape`.
     """
     shape = tuple(int(d) for d in shape)
     seed = initializer.get_config().get("seed")
-    if not _drawn_in_pieces(initializer, seed):
+    if in_pieces is None:
+        in_pieces = _backend.compiles_random_per_shape()
+    if not (in_pieces and _drawn_in_pieces(initializer, seed)):
         return np.asarray(keras.ops.convert_to_numpy(initializer(shape, dtype=dtype)))
     fan_in, fan_out = _fans(shape)
     fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[initializer.mode]

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import keras_actkit as ak
+from conftest import BACKEND
 from keras_actkit import initializers
 
 
@@ -123,7 +124,7 @@ def keras_stddev(init, shape):
 @pytest.mark.parametrize("shape,mode,distribution", DRAW_CASES)
 def test_draw_has_the_distribution_keras_gives_the_shape(shape, mode, distribution):
     init = keras.initializers.VarianceScaling(1.7, mode, distribution, seed=3)
-    values = initializers.draw(init, shape, chunk=10007)  # several pieces, one not filled
+    values = initializers.draw(init, shape, chunk=10007, in_pieces=True)  # several pieces, one not filled
     assert values.shape == shape and values.dtype == np.float32
     n = values.size
     # The std of a draw of n values is within 6 standard errors (about 1/sqrt(2n) relative) of the truth.
@@ -140,7 +141,7 @@ def test_draw_has_the_distribution_keras_gives_the_shape(shape, mode, distributi
 @pytest.mark.parametrize("seed", [11, None])
 def test_draw_pieces_are_not_copies_of_one_another(seed):
     init = keras.initializers.VarianceScaling(2.0, "fan_in", "truncated_normal", seed=seed)
-    pieces = initializers.draw(init, (40, 50), chunk=500).reshape(4, 500)
+    pieces = initializers.draw(init, (40, 50), chunk=500, in_pieces=True).reshape(4, 500)
     for i in range(4):
         for j in range(i + 1, 4):
             assert abs(np.corrcoef(pieces[i], pieces[j])[0, 1]) < 0.2  # independent: |r| ~ 0.045
@@ -148,18 +149,18 @@ def test_draw_pieces_are_not_copies_of_one_another(seed):
 
 def test_draw_with_a_seed_repeats_and_another_seed_differs():
     init = keras.initializers.VarianceScaling(2.0, "fan_in", "truncated_normal", seed=11)
-    values = initializers.draw(init, (40, 50), chunk=500).ravel()
-    np.testing.assert_array_equal(initializers.draw(init, (40, 50), chunk=500).ravel(), values)
+    values = initializers.draw(init, (40, 50), chunk=500, in_pieces=True).ravel()
+    np.testing.assert_array_equal(initializers.draw(init, (40, 50), chunk=500, in_pieces=True).ravel(), values)
     other = keras.initializers.VarianceScaling(2.0, "fan_in", "truncated_normal", seed=12)
-    assert not np.array_equal(initializers.draw(other, (40, 50), chunk=500).ravel(), values)
+    assert not np.array_equal(initializers.draw(other, (40, 50), chunk=500, in_pieces=True).ravel(), values)
 
 
 def test_draw_without_a_seed_is_new_each_time_and_follows_the_global_seed():
     init = keras.initializers.VarianceScaling(2.0, "fan_in", "uniform")
     keras.utils.set_random_seed(5)
-    first, second = initializers.draw(init, (20, 30)), initializers.draw(init, (20, 30))
+    first, second = initializers.draw(init, (20, 30), in_pieces=True), initializers.draw(init, (20, 30), in_pieces=True)
     keras.utils.set_random_seed(5)
-    again = initializers.draw(init, (20, 30))
+    again = initializers.draw(init, (20, 30), in_pieces=True)
     assert not np.array_equal(first, second)
     np.testing.assert_array_equal(first, again)
 
@@ -167,4 +168,4 @@ def test_draw_without_a_seed_is_new_each_time_and_follows_the_global_seed():
 def test_draw_calls_other_initializers_as_they_are():
     init = keras.initializers.Orthogonal(seed=4)
     expected = keras.ops.convert_to_numpy(init((6, 6), dtype="float32"))
-    np.testing.assert_array_equal(initializers.draw(init, (6, 6)), expected)
+    np.testing.assert_array_equal(initializers.draw(init, (6, 6), in_pieces=True), expected)

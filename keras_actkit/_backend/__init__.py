@@ -52,6 +52,8 @@ package and never branch on the backend themselves.
 - `finite_terms(tensors)`, `finite_of(terms)`: per tensor a float32 scalar,
   0 when every element is finite and NaN otherwise (a TensorFlow
   `IndexedSlices` gradient by its values); one boolean from them.
+- `compiles_random_per_shape()`: whether each new shape given to a random op
+  is a compilation (JAX), so that many shapes are better drawn as pieces of one.
 - `eager_steps()`: whether training steps run eagerly (torch): clients may
   then decide in Python.
 - `loss_tracked_after_apply()`: whether Keras's train step updates the loss
@@ -135,6 +137,10 @@ def finite_of(terms):
 
 def eager_steps():
     return _impl().eager_steps()
+
+
+def compiles_random_per_shape():
+    return _impl().compiles_random_per_shape()
 
 
 def inference_function(model):

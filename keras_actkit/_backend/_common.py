@@ -92,6 +92,10 @@ def eager_steps():
     return False
 
 
+def compiles_random_per_shape():
+    return False  # random ops run eagerly, any shape at the same cost
+
+
 def loss_tracked_after_apply():
     """Whether the train step updates the loss tracker after the optimizer's apply (JAX) or before it."""
     return False

@@ -14,14 +14,19 @@ import weakref
 import keras
 import numpy as np
 
-__all__ = ["all_finite", "apply_if", "bookkeeping_in_skip_branch", "call_train_function", "eager_steps",
-           "finite_of", "finite_terms", "global_apply", "guarded_train_step", "inference_function",
+__all__ = ["all_finite", "apply_if", "bookkeeping_in_skip_branch", "call_train_function", "compiles_random_per_shape",
+           "eager_steps", "finite_of", "finite_terms", "global_apply", "guarded_train_step", "inference_function",
            "loss_tracked_after_apply", "make_train_function", "read_values", "request_values", "write_values"]
 
 from keras_actkit import _keras_internals  # noqa: E402
 from keras_actkit._backend import _common  # noqa: E402
 from keras_actkit._backend._common import (all_finite, bookkeeping_in_skip_branch, eager_steps, finite_of,  # noqa: E402
                                            finite_terms, global_apply, variable_scope)
+
+
+def compiles_random_per_shape():
+    """Each new shape given to a random op is an XLA compilation (about a second for a truncated normal)."""
+    return True
 
 
 def loss_tracked_after_apply():

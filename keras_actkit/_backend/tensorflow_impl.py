@@ -5,12 +5,12 @@ import keras
 import tensorflow as tf
 
 from keras_actkit._backend import _common
-from keras_actkit._backend._common import (call_train_function, eager_steps, finite_of, guarded_train_step,
-                                           loss_tracked_after_apply, make_train_function, read_values,
-                                           request_values, write_values)
+from keras_actkit._backend._common import (call_train_function, compiles_random_per_shape, eager_steps, finite_of,
+                                           guarded_train_step, loss_tracked_after_apply, make_train_function,
+                                           read_values, request_values, write_values)
 
-__all__ = ["all_finite", "apply_if", "bookkeeping_in_skip_branch", "call_train_function", "eager_steps",
-           "finite_of", "finite_terms", "global_apply", "guarded_train_step", "inference_function",
+__all__ = ["all_finite", "apply_if", "bookkeeping_in_skip_branch", "call_train_function", "compiles_random_per_shape",
+           "eager_steps", "finite_of", "finite_terms", "global_apply", "guarded_train_step", "inference_function",
            "loss_tracked_after_apply", "make_train_function", "read_values", "request_values", "write_values"]
 
 

@@ -5,13 +5,13 @@ import math
 import keras
 import torch
 
-from keras_actkit._backend._common import (bookkeeping_in_skip_branch, call_train_function, finite_of,
-                                           finite_terms, global_apply, guarded_train_step, loss_tracked_after_apply,
-                                           make_train_function, read_values, request_values, variable_scope,
-                                           write_values)
+from keras_actkit._backend._common import (bookkeeping_in_skip_branch, call_train_function, compiles_random_per_shape,
+                                           finite_of, finite_terms, global_apply, guarded_train_step,
+                                           loss_tracked_after_apply, make_train_function, read_values, request_values,
+                                           variable_scope, write_values)
 
-__all__ = ["all_finite", "apply_if", "bookkeeping_in_skip_branch", "call_train_function", "eager_steps",
-           "finite_of", "finite_terms", "global_apply", "guarded_train_step", "inference_function",
+__all__ = ["all_finite", "apply_if", "bookkeeping_in_skip_branch", "call_train_function", "compiles_random_per_shape",
+           "eager_steps", "finite_of", "finite_terms", "global_apply", "guarded_train_step", "inference_function",
            "loss_tracked_after_apply", "make_train_function", "read_values", "request_values", "write_values"]
 
 
