@@ -169,3 +169,10 @@ def test_draw_calls_other_initializers_as_they_are():
     init = keras.initializers.Orthogonal(seed=4)
     expected = keras.ops.convert_to_numpy(init((6, 6), dtype="float32"))
     np.testing.assert_array_equal(initializers.draw(init, (6, 6), in_pieces=True), expected)
+
+
+def test_draw_is_kerass_own_call_except_on_jax():
+    # Only JAX compiles a random op per shape: elsewhere the exact stream Keras gives the shape.
+    init = keras.initializers.VarianceScaling(2.0, "fan_in", "truncated_normal", seed=9)
+    expected = keras.ops.convert_to_numpy(init((30, 20), dtype="float32"))
+    assert np.array_equal(initializers.draw(init, (30, 20)), expected) is (BACKEND != "jax")
