@@ -67,3 +67,32 @@ def test_patched_puts_everything_back_when_the_block_raises():
             assert owner.method() == "patched" and owner.own == "patched"
             raise RuntimeError
     assert owner.method() == "class" and owner.own == "instance" and "method" not in owner.__dict__
+
+
+def test_read_values_are_copies_of_every_dtype_and_write_values_casts():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    rng = np.random.default_rng(0)
+    variables = [keras.Variable(rng.normal(size=(4, 3)).astype("float32")),
+                 keras.Variable(np.float16(2.5)),
+                 keras.Variable(np.arange(5, dtype="int64"), trainable=False)]
+    expected = [keras.ops.convert_to_numpy(v.value) for v in variables]
+    read = _backend.read_values(model, variables)
+    for got, want, variable in zip(read, expected, variables):
+        assert got.dtype == np.dtype(variable.dtype) and got.shape == tuple(variable.shape)
+        np.testing.assert_array_equal(got, want)
+    # A copy: writing the variable later does not change what was read.
+    _backend.write_values(model, variables, [np.zeros((4, 3)), 7.0, np.full(5, 9)])  # float64 / int64 in
+    np.testing.assert_array_equal(read[0], expected[0])
+    now = [keras.ops.convert_to_numpy(v.value) for v in variables]
+    assert [a.dtype for a in now] == [a.dtype for a in expected]  # the variable's dtype, not the value's
+    np.testing.assert_array_equal(now[0], np.zeros((4, 3)))
+    assert now[1] == np.float16(7.0)
+    np.testing.assert_array_equal(now[2], np.full(5, 9))
+
+
+def test_write_values_refuses_a_value_of_another_shape():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    variable = keras.Variable(np.ones((2, 3), "float32"))
+    with pytest.raises(ValueError, match="shape"):
+        _backend.write_values(model, [variable], [np.zeros((3, 2), "float32")])
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable.value), np.ones((2, 3)))
