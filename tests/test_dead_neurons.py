@@ -185,6 +185,28 @@ def test_capturing_the_probe_leaves_training_unchanged(rng):
     np.testing.assert_array_equal(callbacks[0]._probe, x[:48])
 
 
+def test_each_fit_captures_its_own_batches_and_trains_as_a_plain_fit(rng):
+    # Fits on one model, other data and probe sizes each time (a last, smaller batch in the third):
+    # every probe is that fit's first rows, never an earlier fit's, and the weights stay a plain fit's.
+    data = [rng.normal(size=(n, 8)).astype("float32") for n in (96, 96, 100)]
+    labels = [rng.integers(0, 3, len(x)) for x in data]
+    plan = [(16, 40), (16, 24), (16, 1000)]  # (batch size, probe size)
+    weights, probes = [], []
+    for instrumented in (False, True):
+        keras.utils.set_random_seed(0)
+        model = mlp()
+        model.compile("adam", "sparse_categorical_crossentropy")
+        for x, y, (batch_size, probe_size) in zip(data, labels, plan):
+            callbacks = [DeadNeuronMonitor(probe_size=probe_size)] if instrumented else []
+            fit_quietly(model, x, y, callbacks, epochs=1, batch_size=batch_size, shuffle=False)
+            probes += [c._probe for c in callbacks]
+        weights.append(model.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+    for probe, x, (_, probe_size) in zip(probes, data, plan):
+        np.testing.assert_array_equal(probe, x[:probe_size])
+
+
 def test_an_error_inside_fit_leaves_the_step_unwrapped(rng):
     x = rng.normal(size=(64, 8)).astype("float32")
     y = rng.integers(0, 3, 64)

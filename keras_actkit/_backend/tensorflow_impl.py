@@ -6,12 +6,14 @@ import numpy as np
 import tensorflow as tf
 
 from keras_actkit._backend import _common
+from keras_actkit._backend.tensorflow_replay import recording_train_function
 from keras_actkit._backend._common import (call_train_function, compiles_random_per_shape, eager_steps, finite_of,
                                            guarded_train_step, loss_tracked_after_apply, make_train_function)
 
 __all__ = ["all_finite", "apply_if", "bookkeeping_in_skip_branch", "call_train_function", "compiles_random_per_shape",
            "eager_steps", "finite_of", "finite_terms", "global_apply", "guarded_train_step", "inference_function",
-           "loss_tracked_after_apply", "make_train_function", "read_values", "request_values", "write_values"]
+           "loss_tracked_after_apply", "make_train_function", "read_values", "recording_train_function",
+           "request_values", "write_values"]
 
 
 def _plain(variable):
@@ -123,85 +125,6 @@ def squared_norm(tensor):
         rows = tf.math.unsorted_segment_sum(tf.cast(tensor.values, "float32"), position, tf.shape(unique)[0])
         return tf.reduce_sum(tf.square(rows))
     return _common.squared_norm(tensor)
-
-
-def _whole_batch(data, strategy):
-    """A batch as one structure of tensors: under a strategy, each replica's share joined in order."""
-    if strategy.num_replicas_in_sync == 1:
-        return data
-    return tf.nest.map_structure(lambda v: tf.concat(strategy.experimental_local_results(v), axis=0), data)
-
-
-def _replay_iterator(batches, strategy):
-    """One iterator over `batches`, each as it was (batch dimension None, as in fit's own spec)."""
-    flat = [keras.tree.flatten(data) for data in batches]
-    sizes = [parts[0].shape[0] for parts in flat]
-    one_shape = len({tuple(t.shape[1:] for t in parts) for parts in flat}) == 1
-    if one_shape and all(size == sizes[0] for size in sizes[:-1]) and sizes[-1] <= sizes[0]:
-        # Full batches (and a last, smaller one) of one shape: one pipeline re-cuts them.
-        whole = tf.nest.map_structure(lambda *parts: tf.concat(parts, axis=0), *batches)
-        dataset = tf.data.Dataset.from_tensor_slices(whole).batch(sizes[0])
-    else:  # e.g. sequences padded per batch
-        dataset = None
-        for data, size in zip(batches, sizes):
-            part = tf.data.Dataset.from_tensor_slices(data).batch(size)
-            dataset = part if dataset is None else dataset.concatenate(part)
-    # Tensors already in memory: tf.data's graph rewrites and autotuning only
-    # cost time here (they double the cost of making the iterator).
-    options = tf.data.Options()
-    options.experimental_optimization.apply_default_optimizations = False
-    options.autotune.enabled = False
-    dataset = dataset.with_options(options)
-    if strategy.num_replicas_in_sync > 1:
-        dataset = strategy.experimental_distribute_dataset(dataset)
-    return iter(dataset)
-
-
-def recording_train_function(model, function, record, limit=None):
-    """`function` (a train function) with `record(batch)` called on the batches it takes, before their step.
-
-    The first call takes batches from the iterator until `record` returns True
-    (enough) or `limit` batches are taken, records them, and makes one replay
-    iterator of them: this call and the next ones step on them one at a time,
-    through the step fit has traced. Handing a batch over as a Python list
-    instead ran Keras's other, separately traced step function, which changed
-    the logged per-output losses of a multi-output model (issue 17, item 12);
-    one replay pipeline per capture, not one per batch, because making a
-    tf.data iterator costs ~3-10 ms. `wrapped.finished` turns True once the
-    last recorded batch has been stepped on.
-    """
-    if model.steps_per_execution != 1:
-        raise ValueError(
-            "DeadNeuronMonitor cannot capture probe samples from training with steps_per_execution > 1 "
-            "on TensorFlow (one call takes several batches from the iterator); pass `probe_data=` "
-            "(a batch of inputs)."
-        )
-    strategy, replay = model.distribute_strategy, {}
-
-    def take(iterator):
-        batches = []
-        while limit is None or len(batches) < limit:
-            try:
-                batches.append(_whole_batch(next(iterator), strategy))
-            except StopIteration:
-                break
-            if record(batches[-1]):
-                break
-        return batches
-
-    def wrapped(iterator):
-        if not replay:
-            batches = take(iterator)
-            if not batches:  # the data ran out: the step says so as it would have
-                wrapped.finished = True
-                return function(iterator)
-            replay.update(iterator=_replay_iterator(batches, strategy), left=len(batches))
-        replay["left"] -= 1
-        wrapped.finished = replay["left"] == 0
-        return function(replay["iterator"])
-
-    wrapped.finished = False
-    return wrapped
 
 
 def variable_scope(model):
