@@ -40,8 +40,7 @@ class _Tap:
         if variables is None:
             variables = _keras_internals.untracked_optimizer_variables(self.optimizer, client.variable_specs())
             self.slots[client.signature] = variables
-        for variable, value in zip(variables, client.initial_values()):
-            variable.assign(value)
+        _backend.write_values(model, variables, client.initial_values())
         client.variables = variables
         self.clients.append(client)
         self.select_function()
