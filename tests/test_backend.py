@@ -96,3 +96,15 @@ def test_write_values_refuses_a_value_of_another_shape():
     with pytest.raises(ValueError, match="shape"):
         _backend.write_values(model, [variable], [np.zeros((3, 2), "float32")])
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable.value), np.ones((2, 3)))
+
+
+def test_every_backend_function_is_dispatched_and_nothing_else():
+    # The package forwards exactly its documented API to the backend's module (PEP 562 __getattr__).
+    module = _backend._impl()
+    assert sorted(module.__all__) == sorted(_backend.API)
+    for name in _backend.API:
+        assert callable(getattr(module, name)), name
+        assert getattr(_backend, name) is getattr(module, name)
+        assert f"`{name}(" in _backend.__doc__, f"{name} is not described in keras_actkit._backend's docstring"
+    with pytest.raises(AttributeError, match="no_such_function"):
+        _backend.no_such_function

@@ -61,6 +61,18 @@ package and never branch on the backend themselves.
 - `bookkeeping_in_skip_branch()`: whether a guard writes a bad step's
   counters inside the skip branch of `apply_if` (TensorFlow, where a
   conditional of its own costs a function call per step).
+- `squared_norm(tensor)`: the sum of a gradient's squared entries, a float32
+  scalar, also for a sparse one (a TensorFlow `IndexedSlices` of an
+  `Embedding`: repeated ids' rows are summed before squaring).
+- `recording_train_function(model, function, record, limit=None)`: a train
+  function that calls `record(batch)` with the batches `function` (the
+  current train function) takes and runs `function`'s step on each
+  unchanged, until `record` returns True (enough) or `limit` batches are
+  recorded. Its attribute `finished` turns True when it is no longer needed:
+  the caller then puts `function` back.
+- `variable_scope(model)`: a context in which variables made for `model` land
+  where its training puts them: a TensorFlow model's `tf.distribute` strategy
+  scope; elsewhere a scope that does nothing.
 - `inference_function(model)`: `model`'s forward pass in inference mode,
   compiled once (`jax.jit`, `tf.function`; torch eager under `no_grad`):
   `fn(x)` returns the flattened outputs as numpy arrays, for `x` a structure
@@ -91,85 +103,19 @@ def _impl():
     return module
 
 
-def apply_if(condition, apply_fn, variables, otherwise=None):
-    return _impl().apply_if(condition, apply_fn, variables, otherwise)
+# Each name is the current backend's function of that name (what each does: the list above).
+API = ("all_finite", "apply_if", "bookkeeping_in_skip_branch", "call_train_function", "compiles_random_per_shape",
+       "eager_steps", "finite_of", "finite_terms", "global_apply", "guarded_train_step", "inference_function",
+       "loss_tracked_after_apply", "make_train_function", "read_values", "recording_train_function",
+       "request_values", "squared_norm", "variable_scope", "write_values")
 
 
-def read_values(model, variables):
-    return _impl().read_values(model, variables)
+def __getattr__(name):
+    # Looked up at each use, as a forwarding function would be (PEP 562).
+    if name in API:
+        return getattr(_impl(), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def write_values(model, variables, values):
-    return _impl().write_values(model, variables, values)
-
-
-def request_values(model, variables):
-    return _impl().request_values(model, variables)
-
-
-def all_finite(tensors):
-    return _impl().all_finite(tensors)
-
-
-def global_apply(body, apply, grads, variables):
-    return _impl().global_apply(body, apply, grads, variables)
-
-
-def make_train_function(model, optimizer=None, carried=()):
-    return _impl().make_train_function(model, optimizer, carried)
-
-
-def call_train_function(function, args, carried):
-    return _impl().call_train_function(function, args, carried)
-
-
-def guarded_train_step(step, args, optimizer, carried, tap):
-    return _impl().guarded_train_step(step, args, optimizer, carried, tap)
-
-
-def finite_terms(tensors):
-    return _impl().finite_terms(tensors)
-
-
-def finite_of(terms):
-    return _impl().finite_of(terms)
-
-
-def eager_steps():
-    return _impl().eager_steps()
-
-
-def compiles_random_per_shape():
-    return _impl().compiles_random_per_shape()
-
-
-def inference_function(model):
-    return _impl().inference_function(model)
-
-
-def loss_tracked_after_apply():
-    return _impl().loss_tracked_after_apply()
-
-
-def bookkeeping_in_skip_branch():
-    return _impl().bookkeeping_in_skip_branch()
-
-
-def squared_norm(tensor):
-    """Sum of the squared entries of a gradient, a float32 scalar, also for a sparse one
-    (TensorFlow `IndexedSlices` of an `Embedding`: repeated ids' rows are summed before squaring)."""
-    return _impl().squared_norm(tensor)
-
-
-def recording_train_function(model, function, record, limit=None):
-    """A train function that calls `record(batch)` with the batches `function` (the current train
-    function) takes and runs `function`'s step on each unchanged, until `record` returns True (enough)
-    or `limit` batches are recorded. Its attribute `finished` turns True when it is no longer needed:
-    the caller then puts `function` back."""
-    return _impl().recording_train_function(model, function, record, limit)
-
-
-def variable_scope(model):
-    """A context in which variables made for `model` land where its training puts them: a
-    TensorFlow model's `tf.distribute` strategy scope; elsewhere a scope that does nothing."""
-    return _impl().variable_scope(model)
+def __dir__():
+    return sorted(list(globals()) + list(API))

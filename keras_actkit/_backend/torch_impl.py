@@ -12,7 +12,8 @@ from keras_actkit._backend._common import (bookkeeping_in_skip_branch, call_trai
 
 __all__ = ["all_finite", "apply_if", "bookkeeping_in_skip_branch", "call_train_function", "compiles_random_per_shape",
            "eager_steps", "finite_of", "finite_terms", "global_apply", "guarded_train_step", "inference_function",
-           "loss_tracked_after_apply", "make_train_function", "read_values", "request_values", "write_values"]
+           "loss_tracked_after_apply", "make_train_function", "read_values", "recording_train_function",
+           "request_values", "squared_norm", "variable_scope", "write_values"]
 
 
 def eager_steps():
