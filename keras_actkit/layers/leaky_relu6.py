@@ -37,10 +37,9 @@ class LeakyReLU6(keras.layers.Layer):
     def call(self, inputs):
         return activations.leaky_relu6(inputs, self.negative_slope)
 
+    def get_config(self):
+        base_config = super().get_config()
+        return {**base_config, "negative_slope": self.negative_slope}
+
     def compute_output_shape(self, input_shape):
         return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"negative_slope": self.negative_slope})
-        return config
