@@ -191,6 +191,18 @@ def test_a_shared_layer_is_one_site_dead_only_where_dead_on_every_call(rng):
     assert (expected <= 0).tolist() == [True, True, True, True, False, False]
 
 
+def test_the_monitor_logs_one_fraction_per_check_for_a_shared_layer(rng):
+    # What the duplicate sites did to the logs: two values per check under one key (4 after 2 epochs).
+    model = helpers.multi_io(3)
+    model.compile("sgd", {"a": "sparse_categorical_crossentropy", "b": "sparse_categorical_crossentropy"})
+    x = [rng.normal(size=(16, 32)).astype("float32"), rng.normal(size=(16, 32)).astype("float32") - 1.0]
+    monitor = ak.callbacks.DeadNeuronMonitor(probe_data=x)
+    history = helpers.quiet_fit(model, x, {"a": np.zeros(16), "b": np.zeros(16)}, epochs=2, callbacks=[monitor])
+    assert len(monitor.history["dead_fraction"]["shared"]) == 2 == len(history.history["dead_fraction/shared"])
+    units = [relu(dense(model, "shared", xs)).max(0) for xs in x]
+    assert monitor.dead_units["shared"].tolist() == (np.maximum(*units) <= 0).tolist()
+
+
 def test_an_activation_layer_reused_after_different_kernels_counts_each_call_s_units(rng):
     inputs = keras.Input((5,))
     act = keras.layers.ReLU(name="act")
