@@ -109,7 +109,7 @@ def test_structured_inputs_are_captured_leaf_by_leaf():
 
 
 def test_install_unwraps_a_step_left_wrapped_by_an_interrupted_fit(dense_model):
-    original = dense_model.make_train_function()
+    dense_model.make_train_function()
     original = dense_model.train_function
 
     def leftover(*args):
