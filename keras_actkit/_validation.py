@@ -77,7 +77,10 @@ def number(name, value, minimum=None, maximum=None, min_inclusive=True, max_incl
     accepted = "a finite number" + (f" {bounds}" if bounds else "") + (" or None" if allow_none else "")
     if not is_number(value):
         _fail(TypeError, name, value, accepted)
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer (or fraction) beyond float range: the right type, out of range
+        _fail(ValueError, name, value, accepted)
     if not np.isfinite(value) or not _in_bounds(value, minimum, maximum, min_inclusive, max_inclusive):
         _fail(ValueError, name, value, accepted)
     return value

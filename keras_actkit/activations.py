@@ -26,7 +26,10 @@ def check_negative_slope(negative_slope):
     accepted = "a finite number in [0, 1) (0 gives ReLU6, values close to 1 approach the identity)"
     if not _validation.is_number(negative_slope):
         _validation._fail(TypeError, "negative_slope", negative_slope, accepted)
-    value = float(negative_slope)
+    try:
+        value = float(negative_slope)
+    except OverflowError:  # an integer beyond float range: the right type, out of range
+        value = math.inf
     if not (math.isfinite(value) and 0.0 <= value < 1.0):
         _validation._fail(ValueError, "negative_slope", negative_slope, accepted)
     return value

@@ -58,6 +58,7 @@ CASES = [
     ("LeakyReLU6-slope-bool", lambda: ak.layers.LeakyReLU6(True), TypeError, "negative_slope", "True"),
     ("LeakyReLU6-slope-1", lambda: ak.layers.LeakyReLU6(1.0), ValueError, "negative_slope", "1.0"),
     ("LeakyReLU6-slope-nan", lambda: ak.layers.LeakyReLU6(float("nan")), ValueError, "negative_slope", "nan"),
+    ("LeakyReLU6-slope-huge", lambda: ak.layers.LeakyReLU6(10 ** 400), ValueError, "negative_slope", "1000"),
     ("PReLU-axes-0", lambda: ak.layers.PReLU(shared_axes=0), ValueError, "shared_axes", "0"),
     ("PReLU-axes-str", lambda: ak.layers.PReLU(shared_axes="1"), TypeError, "shared_axes", "'1'"),
     ("PReLU-axes-bool", lambda: ak.layers.PReLU(shared_axes=[True]), TypeError, "shared_axes", "True"),

@@ -47,7 +47,9 @@ class DeadNeuronMonitor(keras.callbacks.Callback):
     `revived`; `.dead_units` holds the last check's boolean mask per layer.
 
     Layers are named by their path in the model (`block1/conv` inside a
-    nested model), the same key in every callback of the kit. A subclassed
+    nested model), the same key in every callback of the kit. A layer called
+    more than once (shared) is one layer: a unit is dead when it is dead on
+    every call. A subclassed
     model has no graph to probe layer by layer: the monitor then says so once
     per fit and adds nothing to `logs`. Probe samples holding a NaN or an
     infinity are left out (their margins are NaN and cannot count). All

@@ -54,9 +54,9 @@ def _units_panel(ax, d):
 
 def plot_diagnosis(d):
     """Three panels side by side; returns the `matplotlib.figure.Figure` (never shown)."""
-    from matplotlib.figure import Figure
+    from keras_actkit.plotting import new_figure
 
-    figure = Figure(figsize=(15, 4.2), layout="constrained")
+    figure = new_figure((15, 4.2))
     axes = figure.subplots(1, 3)
     if d.record is None:
         for ax in axes:
