@@ -69,12 +69,15 @@ def integer(name, value, minimum=None, maximum=None, allow_none=False):
     return value
 
 
-def number(name, value, minimum=None, maximum=None, min_inclusive=True, max_inclusive=True, allow_none=False):
-    """`value` as a finite Python float, checked against the bounds given."""
+def number(name, value, minimum=None, maximum=None, min_inclusive=True, max_inclusive=True, allow_none=False,
+           accepted=None):
+    """`value` as a finite Python float, checked against the bounds given (`accepted`: the message's
+    own words for what is accepted, instead of the bounds)."""
     if value is None and allow_none:
         return None
-    bounds = _bounds_text(minimum, maximum, min_inclusive, max_inclusive)
-    accepted = "a finite number" + (f" {bounds}" if bounds else "") + (" or None" if allow_none else "")
+    if accepted is None:
+        bounds = _bounds_text(minimum, maximum, min_inclusive, max_inclusive)
+        accepted = "a finite number" + (f" {bounds}" if bounds else "") + (" or None" if allow_none else "")
     if not is_number(value):
         _fail(TypeError, name, value, accepted)
     try:

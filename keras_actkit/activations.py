@@ -5,8 +5,6 @@ Every function here is registered for serialization under the package name
 `.keras` and loads back with `safe_mode=True` once `keras_actkit` is imported.
 """
 
-import math
-
 import keras
 from keras import ops
 
@@ -24,15 +22,8 @@ def check_negative_slope(negative_slope):
     amplifier of negative inputs): it is no longer a leaky ReLU.
     """
     accepted = "a finite number in [0, 1) (0 gives ReLU6, values close to 1 approach the identity)"
-    if not _validation.is_number(negative_slope):
-        _validation._fail(TypeError, "negative_slope", negative_slope, accepted)
-    try:
-        value = float(negative_slope)
-    except OverflowError:  # an integer beyond float range: the right type, out of range
-        value = math.inf
-    if not (math.isfinite(value) and 0.0 <= value < 1.0):
-        _validation._fail(ValueError, "negative_slope", negative_slope, accepted)
-    return value
+    return _validation.number("negative_slope", negative_slope, minimum=0, maximum=1, max_inclusive=False,
+                              accepted=accepted)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -253,3 +253,13 @@ def test_a_number_beyond_float_range_is_a_value_error(value):
     # Regression: float(10**400) raised OverflowError, neither of the policy's two errors.
     message = _message(ValueError, lambda: _validation.number("tolerance", value, minimum=0.0))
     assert message.startswith("`tolerance` must be a finite number >= 0.0; received tolerance=")
+
+
+def test_number_says_what_is_accepted_in_the_callers_words_and_keeps_the_bounds():
+    words = "a finite number in [0, 1) (0 gives ReLU6)"
+    assert _validation.number("slope", np.float32(0.5), minimum=0, maximum=1, max_inclusive=False,
+                              accepted=words) == 0.5
+    for value, error in ((1.0, ValueError), (10**400, ValueError), ("0.5", TypeError), (True, TypeError)):
+        with pytest.raises(error) as raised:
+            _validation.number("slope", value, minimum=0, maximum=1, max_inclusive=False, accepted=words)
+        assert str(raised.value) == f"`slope` must be {words}; received slope={value!r}."
