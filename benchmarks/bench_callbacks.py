@@ -18,13 +18,15 @@ is off while a fit is timed (as in timeit), the no-op callback (an empty
 `keras.callbacks.Callback`) shows the noise floor, and `--spread` adds the
 quartiles of the per-round ratios.
 
-`--split N` separates what a callback costs per `fit` call from what it
-costs per epoch: every variant is also timed at N epochs in each round, and
-time(epochs) = call + epochs * epoch gives both (solved per round, medians
-over rounds). Its table has, per cell, the per-epoch ratio to a plain fit's
-epoch and the milliseconds added per call (set-up and tear-down, once per
-`fit`, whatever its length); searches that call `fit` many times pay the
-second each time.
+`--per-call N` measures what a callback costs per `fit` call (set-up,
+tear-down, the probe capture: once per `fit`, whatever its length; searches
+that call `fit` many times pay it each time): every variant is timed on fits
+of one epoch over the first N batches, where that fixed cost is most of the
+fit, and each cell is the median over rounds of the milliseconds added to
+the plain fit of the same round, then the ratio, then the time inside the
+callbacks' `on_train_begin` and `on_train_end`. (Solving time = call +
+epochs * epoch from fits of two lengths left both unknowns below this
+machine's noise.)
 
 `--hooks` adds, per cell, the time spent inside the callbacks' own hooks
 (each hook a callback overrides, timed by a thin proxy), median over rounds,
@@ -32,7 +34,7 @@ as a share of the plain fit: the host side of the cost, measured directly
 rather than as a difference of two noisy fits. The rest of a cell's cost is
 in-graph (see `bench_step_cost.py`) or Keras's own handling of callbacks.
 
-    python benchmarks/bench_callbacks.py [--rounds 40] [--seconds 0.25] [--only MLP] [--spread] [--hooks] [--split 4]
+    python benchmarks/bench_callbacks.py [--rounds 40] [--seconds 0.25] [--only MLP] [--spread] [--hooks] [--per-call 8]
 """
 
 import argparse
@@ -103,18 +105,20 @@ class HookTimer(keras.callbacks.Callback):
 
     def __init__(self, inner, clock):
         super().__init__()
-        self.inner, self.clock = inner, clock
+        self.inner, self.clock = inner, clock  # clock: [every hook, on_train_begin and on_train_end]
         for name in HOOKS:
             method = getattr(inner, name)
             if getattr(method, "_is_default", False):
                 continue
 
-            def timed(*args, _method=method, **kwargs):
+            def timed(*args, _method=method, _per_call=name in ("on_train_begin", "on_train_end"), **kwargs):
                 start = time.perf_counter()
                 try:
                     return _method(*args, **kwargs)
                 finally:
                     self.clock[0] += time.perf_counter() - start
+                    if _per_call:
+                        self.clock[1] += time.perf_counter() - start
 
             setattr(self, name, timed)
 
@@ -160,13 +164,13 @@ def measure(build, data, labels, epochs_list, rounds, hooks):
         # biased identical fits by 3-4% by their position in the round.
         shift = round_ % len(order)
         for variant, epochs in order[shift:] + order[:shift]:
-            clock = [0.0]
+            clock = [0.0, 0.0]
             callbacks = variants[variant]()
             if hooks:
                 callbacks = [HookTimer(callback, clock) for callback in callbacks]
             times[variant, epochs].append(timed_fit(models[variant], data, labels, callbacks, epochs))
             if epochs == epochs_list[0]:
-                hook_times[variant].append(clock[0])
+                hook_times[variant].append(clock)
     return times, hook_times
 
 
@@ -177,18 +181,16 @@ def ratio_cell(times, plain, hook_times, spread):
         quartiles = statistics.quantiles(ratios, n=4)
         cell += f" ({quartiles[0]:.2f}-{quartiles[2]:.2f})"
     if hook_times is not None:
-        cell += f" [hooks {statistics.median(h / p for h, p in zip(hook_times, plain)):.1%}]"
+        cell += f" [hooks {statistics.median(h[0] / p for h, p in zip(hook_times, plain)):.1%}]"
     return cell
 
 
-def split_cell(short, long, plain_short, plain_long, epochs):
-    """Per-epoch ratio and ms added per call, from fits of 1 and `epochs` epochs in the same rounds."""
-    per_epoch = [(lg - sh) / (epochs - 1) for sh, lg in zip(short, long)]
-    plain_epoch = [(lg - sh) / (epochs - 1) for sh, lg in zip(plain_short, plain_long)]
-    ratio = statistics.median(e / p for e, p in zip(per_epoch, plain_epoch))
-    added = statistics.median((sh - e) - (psh - pe) for sh, e, psh, pe in zip(short, per_epoch, plain_short,
-                                                                                plain_epoch))
-    return f"{ratio:.3f} / {1000 * added:+.0f} ms"
+def per_call_cell(times, plain, hook_times):
+    """ms added to the plain fit of the same round, the ratio, and ms inside on_train_begin/end (medians)."""
+    added = statistics.median(t - p for t, p in zip(times, plain))
+    ratio = statistics.median(t / p for t, p in zip(times, plain))
+    set_up = statistics.median(h[1] for h in hook_times)
+    return f"{1000 * added:+.1f} ms, {ratio:.3f} [begin+end {1000 * set_up:.1f} ms]"
 
 
 def main():
@@ -198,28 +200,26 @@ def main():
     parser.add_argument("--only", default=None, help="run only workloads whose name contains this")
     parser.add_argument("--spread", action="store_true", help="also print the quartiles of the ratios")
     parser.add_argument("--hooks", action="store_true", help="also print the time inside the callbacks' hooks")
-    parser.add_argument("--split", type=int, default=None, metavar="N",
-                        help="separate the per-call and per-epoch cost, with fits of 1 and N epochs")
+    parser.add_argument("--per-call", type=int, default=None, metavar="N",
+                        help="the cost per fit call, from fits of one epoch over the first N batches")
     args = parser.parse_args()
     (x, y), _ = load_digits_split(0)
-    if args.split:
-        print(f"### {keras.backend.backend()}: per-epoch time / plain, and ms added per fit call, from fits of "
-              f"1 and {args.split} epochs, median of {args.rounds} interleaved rounds after a warm-up\n")
-        print("| model | plain epoch (s) | plain call (ms) | " + " | ".join(CALLBACKS) + " |")
+    if args.per_call:
+        print(f"### {keras.backend.backend()}: ms added per fit call (one epoch of {args.per_call} batches) and "
+              f"ratio to the plain fit, median of {args.rounds} interleaved rounds after a warm-up\n")
+        print("| model | plain fit (ms) | " + " | ".join(CALLBACKS) + " |")
+        print("|---" * (len(CALLBACKS) + 2) + "|")
     else:
         print(f"### {keras.backend.backend()}: fit time / plain fit, median of {args.rounds} interleaved rounds "
               "after a warm-up\n")
         print("| model | epochs of 1348 | plain fit (s) | " + " | ".join(CALLBACKS) + " |")
-    print("|---" * (len(CALLBACKS) + 3) + "|")
+        print("|---" * (len(CALLBACKS) + 3) + "|")
     for name, build, data in workloads(x, args.only):
-        if args.split:
-            times, _ = measure(build, data, y, [1, args.split], args.rounds, hooks=False)
-            cells = [split_cell(times[v, 1], times[v, args.split], times["plain", 1], times["plain", args.split],
-                                args.split) for v in CALLBACKS]
-            epoch = [(lg - sh) / (args.split - 1) for sh, lg in zip(times["plain", 1], times["plain", args.split])]
-            call = [sh - e for sh, e in zip(times["plain", 1], epoch)]
-            print(f"| {name} | {statistics.median(epoch):.3f} | {1000 * statistics.median(call):.0f} | "
-                  + " | ".join(cells) + " |")
+        if args.per_call:
+            rows = 32 * args.per_call
+            times, hook_times = measure(build, data[:rows], y[:rows], [1], args.rounds, hooks=True)
+            cells = [per_call_cell(times[v, 1], times["plain", 1], hook_times[v]) for v in CALLBACKS]
+            print(f"| {name} | {1000 * statistics.median(times['plain', 1]):.0f} | " + " | ".join(cells) + " |")
             continue
         keras.utils.set_random_seed(0)
         probe = build()
