@@ -8,6 +8,7 @@ import keras_actkit as ak
 from keras_actkit.callbacks import DeadNeuronMonitor
 
 import helpers
+from conftest import only_backends
 
 
 def kill(layer, units):
@@ -205,6 +206,23 @@ def test_each_fit_captures_its_own_batches_and_trains_as_a_plain_fit(rng):
         np.testing.assert_array_equal(a, b)
     for probe, x, (_, probe_size) in zip(probes, data, plan):
         np.testing.assert_array_equal(probe, x[:probe_size])
+
+
+@only_backends("tensorflow")
+def test_the_kept_replay_pipeline_holds_no_copy_of_the_data_after_the_capture(rng):
+    # TensorFlow replays the captured batches through a pipeline kept per model: its rows are
+    # dropped once they have been stepped on, so the model does not keep a copy of the probe's data.
+    from keras_actkit._backend import tensorflow_replay
+
+    x = rng.normal(size=(64, 8)).astype("float32")
+    y = rng.integers(0, 3, 64)
+    model = mlp()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    monitor = DeadNeuronMonitor(probe_size=32)
+    fit_quietly(model, x, y, [monitor], epochs=1, batch_size=16, shuffle=False)
+    np.testing.assert_array_equal(monitor._probe, x[:32])
+    (buffers,) = tensorflow_replay._BUFFERS[model].values()
+    assert [rows.numpy().shape for rows in buffers._rows] == [(0, 8), (0,)]
 
 
 def test_an_error_inside_fit_leaves_the_step_unwrapped(rng):

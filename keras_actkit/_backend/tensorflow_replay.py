@@ -70,6 +70,11 @@ class _Buffers:
         self._cursor.assign(0)
         return self._iterator
 
+    def release(self):
+        """Drop the rows once they have been stepped on: the model keeps the pipeline, not a copy of the data."""
+        for rows in self._rows:
+            rows.assign(tf.zeros((0,) + tuple(rows.shape[1:]), rows.dtype))
+
 
 def _dense(batch):
     return all(isinstance(t, tf.Tensor) for t in tf.nest.flatten(batch))  # not sparse, not ragged
@@ -103,15 +108,16 @@ def _pipeline(batches, strategy):
 
 
 def _replay_iterator(model, batches, strategy):
-    """One iterator over `batches`: the model's kept pipeline for their kind when they are all of one kind."""
+    """One iterator over `batches` (the model's kept pipeline for their kind when they are all of one kind),
+    and what to call once they have all been stepped on."""
     kind = _kind(batches[0])
     if strategy.num_replicas_in_sync > 1 or tf.distribute.has_strategy() or \
             not all(_dense(b) and _kind(b) == kind for b in batches):
-        return _pipeline(batches, strategy)  # a strategy's own datasets and variables: not kept
+        return _pipeline(batches, strategy), lambda: None  # a strategy's own datasets and variables: not kept
     kept = _BUFFERS.setdefault(model, {})
     if kind not in kept:
         kept[kind] = _Buffers(batches[0])
-    return kept[kind].iterator(batches)
+    return kept[kind].iterator(batches), kept[kind].release
 
 
 def recording_train_function(model, function, record, limit=None):
@@ -151,10 +157,14 @@ def recording_train_function(model, function, record, limit=None):
             if not batches:  # the data ran out: the step says so as it would have
                 wrapped.finished = True
                 return function(iterator)
-            replay.update(iterator=_replay_iterator(model, batches, strategy), left=len(batches))
+            iterator, release = _replay_iterator(model, batches, strategy)
+            replay.update(iterator=iterator, release=release, left=len(batches))
         replay["left"] -= 1
         wrapped.finished = replay["left"] == 0
-        return function(replay["iterator"])
+        outputs = function(replay["iterator"])
+        if wrapped.finished:
+            replay["release"]()
+        return outputs
 
     wrapped.finished = False
     return wrapped
