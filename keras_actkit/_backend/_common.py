@@ -18,8 +18,11 @@ def write_values(model, variables, values):
 
 
 def request_values(model, variables):
-    # Steps run synchronously here: the fetch reads the values current then.
-    return lambda: read_values(model, variables)
+    # Steps run synchronously here: the fetch reads the values current then,
+    # with the running backend's own read (TensorFlow's bare read op).
+    from keras_actkit import _backend
+
+    return lambda: _backend.read_values(model, variables)
 
 
 def finite_terms(tensors):

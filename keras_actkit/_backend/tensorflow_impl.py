@@ -8,7 +8,8 @@ import tensorflow as tf
 from keras_actkit._backend import _common
 from keras_actkit._backend.tensorflow_replay import recording_train_function
 from keras_actkit._backend._common import (call_train_function, compiles_random_per_shape, eager_steps, finite_of,
-                                           guarded_train_step, loss_tracked_after_apply, make_train_function)
+                                           guarded_train_step, loss_tracked_after_apply, make_train_function,
+                                           request_values)
 
 __all__ = ["all_finite", "apply_if", "bookkeeping_in_skip_branch", "call_train_function", "compiles_random_per_shape",
            "eager_steps", "finite_of", "finite_terms", "global_apply", "guarded_train_step", "inference_function",
@@ -48,11 +49,6 @@ def write_values(model, variables, values):
             tf.raw_ops.AssignVariableOp(resource=plain.handle, value=tf.cast(value, plain.dtype))
         else:  # Keras's assign: its error for a shape that does not fit, SyncOnRead semantics
             variable.assign(value)
-
-
-def request_values(model, variables):
-    # Steps run synchronously here: the fetch reads the values current then.
-    return lambda: read_values(model, variables)
 
 
 def finite_terms(tensors):
