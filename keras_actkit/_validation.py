@@ -97,11 +97,14 @@ def boolean(name, value):
 
 
 def one_of(name, value, choices):
-    """`value` itself, when it is one of `choices` (compared with `==`, strings exactly)."""
-    if not any(type(value) is type(choice) and value == choice for choice in choices):
-        listed = ", ".join(repr(choice) for choice in choices)
-        _fail(ValueError, name, value, f"one of {listed}")
-    return value
+    """The choice `value` equals, when it is one of `choices` (compared with `==` between values of one
+    type, so `True` is not `1`; a numpy string counts as the `str` it holds)."""
+    for choice in choices:
+        kind = str if isinstance(choice, str) else type(choice)
+        if (isinstance(value, str) if kind is str else type(value) is kind) and value == choice:
+            return choice
+    listed = ", ".join(repr(choice) for choice in choices)
+    _fail(ValueError, name, value, f"one of {listed}")
 
 
 def seed(name, value):
@@ -172,12 +175,13 @@ def finite_array(name, value, allow_none=False):
     """`value` as a non-empty numpy array of finite numbers (each array of a structure is checked)."""
     if value is None and allow_none:
         return None
-    import keras
-
+    accepted = "array data (a numpy array or a structure of arrays)" + (" or None" if allow_none else "")
     leaves = keras.tree.flatten(value)
     if not leaves:
-        _fail(ValueError, name, value, "non-empty array data")
+        _fail(ValueError, name, value, "non-empty " + accepted)
     for leaf in leaves:
+        if leaf is None:  # np.asarray(None) is a 0-d object array: it would pass as one sample
+            _fail(TypeError, name, value, accepted)
         array = np.asarray(leaf)
         if array.size == 0 or (array.ndim and array.shape[0] == 0):
             raise ValueError(f"`{name}` must hold at least one sample; received an array of shape {array.shape}.")

@@ -89,6 +89,16 @@ def test_apply_a_rule_that_found_nothing_is_a_value_error_naming_it():
     assert float(helpers.value(model.optimizer.learning_rate)) == 0.5  # left as it was
 
 
+def test_apply_without_a_rule_sets_the_results_suggestion():
+    # A result whose suggestions do not hold the default rule's name (made by hand, or saved from another
+    # version): `apply()` applies its `suggestion` rather than raising a KeyError.
+    model = compiled()
+    custom = result(suggestion=2e-3, suggestions={"onset": 1e-3})
+    assert custom.apply(model) == 2e-3
+    assert float(helpers.value(model.optimizer.learning_rate)) == float(np.float32(2e-3))
+    assert custom.apply(model, rule=np.str_("onset")) == 1e-3
+
+
 def test_apply_needs_a_compiled_model_with_a_constant_learning_rate():
     uncompiled = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="LRFinderResult.apply needs a compiled model"):

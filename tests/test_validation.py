@@ -165,6 +165,14 @@ def test_one_of_compares_type_and_value():
     assert _validation.one_of("k", 2, (1, 2)) == 2
 
 
+def test_one_of_takes_a_numpy_string_as_the_str_it_holds():
+    # e.g. a rule name read back from an array (np.array(["onset"])[0] is an np.str_).
+    chosen = _validation.one_of("rule", np.str_("onset"), ("valley", "onset"))
+    assert chosen == "onset" and type(chosen) is str
+    assert "one of 'valley'" in _message(ValueError, lambda: _validation.one_of("rule", np.str_("x"), ("valley",)))
+    assert "one of 'valley'" in _message(ValueError, lambda: _validation.one_of("rule", b"valley", ("valley",)))
+
+
 def test_model_accepts_a_keras_model_only():
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     assert _validation.model("model", model) is model
@@ -240,6 +248,15 @@ def test_finite_array_counts_the_non_finite_values_of_any_leaf():
 def test_finite_array_needs_a_sample(value, shown):
     message = _message(ValueError, lambda: _validation.finite_array("x", value))
     assert message == f"`x` must hold at least one sample; received an array of shape {shown}."
+
+
+@pytest.mark.parametrize("value", [None, (np.ones((2, 3)), None), {"x": None}])
+def test_finite_array_refuses_none_where_data_is_needed(value):
+    # np.asarray(None) is a 0-d array of one object: without the check None passed as one sample.
+    message = _message(TypeError, lambda: _validation.finite_array("x", value))
+    assert message == ("`x` must be array data (a numpy array or a structure of arrays); "
+                       f"received x={value!r}.")
+    assert "or None" in _message(TypeError, lambda: _validation.finite_array("x", [None], allow_none=True))
 
 
 def test_finite_array_of_an_empty_structure():

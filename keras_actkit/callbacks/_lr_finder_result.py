@@ -50,13 +50,17 @@ class LRFinderResult:
         Args:
             model: The compiled model (its optimizer must hold a constant
                 learning rate, not a schedule).
-            rule: A key of `suggestions`; None (default) for `suggestion`.
+            rule: A key of `suggestions`; None (default) for the default rule's
+                (`suggestion` when `suggestions` has no entry for it).
         """
-        if rule is not None:
-            _validation.one_of("rule", rule, tuple(self.suggestions))
-        lr = self.suggestions[DEFAULT_RULE if rule is None else rule]
+        if rule is None:
+            lr = self.suggestions.get(DEFAULT_RULE, self.suggestion)
+            source = f"the default rule {DEFAULT_RULE!r} found none"
+        else:
+            rule = _validation.one_of("rule", rule, tuple(self.suggestions))
+            lr, source = self.suggestions[rule], f"rule {rule!r} found none"
         if lr is None:
-            raise ValueError(f"No suggestion to apply (rule {rule or DEFAULT_RULE!r} found none).")
+            raise ValueError(f"No suggestion to apply ({source}).")
         _training_state.compiled_optimizer(model, "LRFinderResult.apply")
         _training_state.set_learning_rate(model, lr)
         return lr
