@@ -292,6 +292,36 @@ def test_revive_recycles_units_dead_twice_and_training_goes_on(rng):
     assert history.history["dead_fraction/hidden"][-1] < 5 / 16
 
 
+def test_revivals_with_a_seed_draw_new_weights_each_time_and_repeat_from_run_to_run(rng):
+    # Two layers of one kernel shape, each revived twice (dead on two checks in a row, killed again).
+    x = rng.normal(size=(64, 16)).astype("float32")
+    dead = [1, 2, 6, 9, 13]
+
+    def revived_columns():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(16, activation="relu", name="a"),
+                                  keras.layers.Dense(16, activation="relu", name="b"), keras.layers.Dense(3)])
+        monitor = DeadNeuronMonitor(revive=True, seed=0)
+        monitor.set_model(model)
+        drawn = []
+        for _ in range(2):
+            for name in "ab":
+                kill(model.get_layer(name), dead)
+            monitor.check(x)
+            monitor.check(x)
+            drawn += [helpers.value(model.get_layer(name).kernel)[:, dead] for name in "ab"]
+        for counts in monitor.history["revived"].values():  # revived on the second check of each pair
+            assert counts[0] == counts[2] == 0 and counts[1] >= 5 and counts[3] >= 5  # (b may have one more)
+        return drawn
+
+    first = revived_columns()
+    for one, again in zip(first, revived_columns()):
+        np.testing.assert_array_equal(one, again)  # the same seed, the same run: the same weights
+    a1, b1, a2, b2 = first
+    assert not np.any(a1 == b1)  # two layers of one shape each get their own draw
+    assert not np.any(a1 == a2) and not np.any(b1 == b2)  # units revived again get new weights
+
+
 def test_model_without_relu_family_warns_once(rng):
     x = rng.normal(size=(32, 4)).astype("float32")
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="gelu"), keras.layers.Dense(1)])
