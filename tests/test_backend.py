@@ -34,6 +34,48 @@ def test_a_sparse_gradient_is_checked_by_its_values():
     assert bool(_backend.all_finite([good])) and not bool(_backend.all_finite([good, bad]))
 
 
+def _norm_from_parts(parts):
+    scale, total = (float(keras.ops.convert_to_numpy(p)) for p in parts)
+    return np.float64(scale) * np.sqrt(np.float64(total))
+
+
+@pytest.mark.parametrize("values", [
+    np.random.default_rng(0).normal(size=(5, 7)),
+    np.full((3, 4), 4e20),  # squares past float32: a plain sum of squares is inf
+    np.array([3e38, -3e38, 1.0]),  # the norm itself past float32: inf is the float32 answer
+    np.random.default_rng(1).normal(size=50) * 1e-30,  # tiny: no underflow to 0
+    np.zeros((2, 3)),
+    np.zeros((0, 4)),
+])
+def test_scaled_squares_give_the_l2_norm_in_float64(values):
+    values = values.astype("float32")
+    norm = _norm_from_parts(_backend.scaled_squares(keras.ops.convert_to_tensor(values)))
+    expected = np.linalg.norm(values.astype("float64").ravel())
+    if expected > np.finfo("float32").max:
+        assert np.float32(norm) == np.inf
+    else:
+        np.testing.assert_allclose(norm, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("poison, expected", [(np.inf, np.inf), (-np.inf, np.inf), (np.nan, np.nan)])
+def test_scaled_squares_of_a_non_finite_entry_give_a_non_finite_norm(poison, expected):
+    values = np.full(6, 2e25, "float32")
+    values[3] = poison
+    norm = _norm_from_parts(_backend.scaled_squares(keras.ops.convert_to_tensor(values)))
+    np.testing.assert_equal(norm, expected)
+
+
+@only_backends("tensorflow")
+def test_scaled_squares_of_a_sparse_gradient_sum_its_repeated_rows():
+    import tensorflow as tf
+
+    values = np.array([[1e20, 2.0], [3e20, 4.0], [5.0, 6.0]], "float32")
+    sparse = tf.IndexedSlices(tf.constant(values), tf.constant([2, 0, 2]), tf.constant([4, 2]))
+    dense = np.zeros((4, 2))
+    np.add.at(dense, [2, 0, 2], values.astype("float64"))
+    np.testing.assert_allclose(_norm_from_parts(_backend.scaled_squares(sparse)), np.linalg.norm(dense), rtol=1e-6)
+
+
 def test_make_train_function_calls_the_train_step_in_place_when_the_step_runs():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     model.compile("sgd", "mse")

@@ -79,6 +79,31 @@ def test_global_norm_of_layers_whose_squares_overflow_float32_together():
                                rtol=1e-6)
 
 
+def test_a_finite_gradient_whose_squares_pass_float32_is_logged_finite():
+    # A gradient of norm ~1.4e25 is finite: its squared entries (1e50) are not float32 numbers. The
+    # logged norm must be the float64 norm, not inf (inf reads as a non-finite gradient, for the logger
+    # and for diagnose alike).
+    scale = 1e25
+    model = keras.Sequential([keras.Input((2,)),
+                              keras.layers.Dense(1, use_bias=False, kernel_initializer="ones", name="a")])
+
+    def loss(y_true, y_pred):  # d/dw = scale for each of the two weights, for x = 1
+        return scale * keras.ops.mean(y_pred)
+
+    lr = 1e-26  # a step of 0.1 per weight
+    model.compile(keras.optimizers.SGD(lr), loss)
+    x, y = np.ones((1, 2), "float32"), np.zeros((1, 1), "float32")
+    grads = model_grads(model, x, y, loss)
+    logger = GradientNormLogger(every_n_steps=1)
+    history = model.fit(x, y, epochs=1, verbose=0, callbacks=[logger])
+    expected = _expected_norms(grads, model.trainable_variables)["a"]
+    assert np.isfinite(expected)
+    np.testing.assert_allclose(logger.history["norms"][0, 0], expected, rtol=1e-6)
+    np.testing.assert_allclose(history.history["grad_norm/a"][0], expected, rtol=1e-6)
+    # ‖Δw‖/‖w‖ = lr·‖g‖/‖w‖ (closed form; the weights were all 1).
+    np.testing.assert_allclose(logger.history["update_ratios"][0, 0], lr * expected / np.sqrt(2), rtol=1e-5)
+
+
 def test_every_n_steps_records_those_steps_and_epoch_means():
     x, y = helpers.random_classification(n=64)
     model = _model()

@@ -61,9 +61,10 @@ package and never branch on the backend themselves.
 - `bookkeeping_in_skip_branch()`: whether a guard writes a bad step's
   counters inside the skip branch of `apply_if` (TensorFlow, where a
   conditional of its own costs a function call per step).
-- `squared_norm(tensor)`: the sum of a gradient's squared entries, a float32
-  scalar, also for a sparse one (a TensorFlow `IndexedSlices` of an
-  `Embedding`: repeated ids' rows are summed before squaring).
+- `scaled_squares(tensor)`: (m, s), float32 scalars whose m·√s is a
+  gradient's L2 norm without overflow past ~1.8e19 (m its largest |entry|),
+  also for a sparse one (a TensorFlow `IndexedSlices` of an `Embedding`:
+  repeated ids' rows are summed before squaring).
 - `recording_train_function(model, function, record, limit=None)`: a train
   function that calls `record(batch)` with the batches `function` (the
   current train function) takes and runs `function`'s step on each
@@ -107,7 +108,7 @@ def _impl():
 API = ("all_finite", "apply_if", "bookkeeping_in_skip_branch", "call_train_function", "compiles_random_per_shape",
        "eager_steps", "finite_of", "finite_terms", "global_apply", "guarded_train_step", "inference_function",
        "loss_tracked_after_apply", "make_train_function", "read_values", "recording_train_function",
-       "request_values", "squared_norm", "variable_scope", "write_values")
+       "request_values", "scaled_squares", "variable_scope", "write_values")
 
 
 def __getattr__(name):

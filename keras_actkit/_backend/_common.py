@@ -113,9 +113,20 @@ def bookkeeping_in_skip_branch():
     return False
 
 
-def squared_norm(tensor):
-    """Sum of the squared entries of a gradient, as a float32 scalar (dense tensors)."""
-    return keras.ops.sum(keras.ops.square(keras.ops.cast(tensor, "float32")))
+def scaled_squares(tensor):
+    """(c, s), float32 scalars with c·√s the tensor's L2 norm: s is the sum of the squares of the entries / c.
+
+    A plain sum of squares overflows float32 once the norm passes ~1.8e19 (a
+    finite, exploding gradient read as infinite) and loses gradients below
+    ~1e-19 to underflow; c·√s overflows only past the float32 range itself.
+    c is the largest |entry| kept within [2^-100, 2^100], so that 1/c is a
+    normal number (XLA on CPU flushes subnormal ones to 0: dividing by 3e38
+    gave 0). An infinite or NaN entry makes s, and the norm, inf or NaN.
+    """
+    ops = keras.ops
+    tensor = ops.cast(tensor, "float32")
+    scale = ops.clip(ops.max(ops.abs(tensor), initial=0.0), 2.0 ** -100, 2.0 ** 100)
+    return scale, ops.sum(ops.square(tensor / scale))
 
 
 def variable_scope(model):

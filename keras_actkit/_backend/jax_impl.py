@@ -17,7 +17,7 @@ import numpy as np
 __all__ = ["all_finite", "apply_if", "bookkeeping_in_skip_branch", "call_train_function", "compiles_random_per_shape",
            "eager_steps", "finite_of", "finite_terms", "global_apply", "guarded_train_step", "inference_function",
            "loss_tracked_after_apply", "make_train_function", "read_values", "recording_train_function",
-           "request_values", "squared_norm", "variable_scope", "write_values"]
+           "request_values", "scaled_squares", "variable_scope", "write_values"]
 
 from keras_actkit import _keras_internals  # noqa: E402
 from keras_actkit._backend import _common  # noqa: E402
@@ -211,9 +211,9 @@ def inference_function(model):
 
 
 
-def squared_norm(tensor):
+def scaled_squares(tensor):
     # JAX gradients are dense.
-    return _common.squared_norm(tensor)
+    return _common.scaled_squares(tensor)
 
 
 def recording_train_function(model, function, record, limit=None):

@@ -14,7 +14,7 @@ from keras_actkit._backend._common import (call_train_function, compiles_random_
 __all__ = ["all_finite", "apply_if", "bookkeeping_in_skip_branch", "call_train_function", "compiles_random_per_shape",
            "eager_steps", "finite_of", "finite_terms", "global_apply", "guarded_train_step", "inference_function",
            "loss_tracked_after_apply", "make_train_function", "read_values", "recording_train_function",
-           "request_values", "squared_norm", "variable_scope", "write_values"]
+           "request_values", "scaled_squares", "variable_scope", "write_values"]
 
 
 def _plain(variable):
@@ -109,8 +109,8 @@ def bookkeeping_in_skip_branch():
     return True  # a conditional of the guard's own would be one more function call per step
 
 
-def squared_norm(tensor):
-    """Sum of squares of a gradient; a sparse `IndexedSlices` one (an `Embedding`'s) is summed per row first.
+def scaled_squares(tensor):
+    """As `_common.scaled_squares`; a sparse `IndexedSlices` gradient (an `Embedding`'s) summed per row first.
 
     An `IndexedSlices` gradient holds one row per looked-up id, repeated ids
     included: the gradient of a row is the sum of its slices, so they are
@@ -118,9 +118,8 @@ def squared_norm(tensor):
     """
     if isinstance(tensor, tf.IndexedSlices):
         unique, position = tf.unique(tensor.indices)
-        rows = tf.math.unsorted_segment_sum(tf.cast(tensor.values, "float32"), position, tf.shape(unique)[0])
-        return tf.reduce_sum(tf.square(rows))
-    return _common.squared_norm(tensor)
+        tensor = tf.math.unsorted_segment_sum(tf.cast(tensor.values, "float32"), position, tf.shape(unique)[0])
+    return _common.scaled_squares(tensor)
 
 
 def variable_scope(model):

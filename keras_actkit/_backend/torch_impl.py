@@ -5,6 +5,7 @@ import math
 import keras
 import torch
 
+from keras_actkit._backend import _common
 from keras_actkit._backend._common import (bookkeeping_in_skip_branch, call_train_function, compiles_random_per_shape,
                                            finite_of, finite_terms, global_apply, guarded_train_step,
                                            loss_tracked_after_apply, make_train_function, read_values, request_values,
@@ -13,7 +14,7 @@ from keras_actkit._backend._common import (bookkeeping_in_skip_branch, call_trai
 __all__ = ["all_finite", "apply_if", "bookkeeping_in_skip_branch", "call_train_function", "compiles_random_per_shape",
            "eager_steps", "finite_of", "finite_terms", "global_apply", "guarded_train_step", "inference_function",
            "loss_tracked_after_apply", "make_train_function", "read_values", "recording_train_function",
-           "request_values", "squared_norm", "variable_scope", "write_values"]
+           "request_values", "scaled_squares", "variable_scope", "write_values"]
 
 
 def eager_steps():
@@ -54,11 +55,11 @@ def inference_function(model):
     return run
 
 
-def squared_norm(tensor):
-    """Sum of squares of a gradient; a sparse torch tensor is coalesced (repeated rows summed) first."""
+def scaled_squares(tensor):
+    """As `_common.scaled_squares`; a sparse torch tensor is coalesced (repeated rows summed) first."""
     if getattr(tensor, "is_sparse", False):
         tensor = tensor.coalesce().values()
-    return torch.sum(torch.square(tensor.to(torch.float32)))
+    return _common.scaled_squares(tensor)
 
 
 def recording_train_function(model, function, record, limit=None):

@@ -109,25 +109,22 @@ class _NormClient(_tap.TapClient):
 
         def per_layer(values):
             # Sparse gradients (an Embedding's IndexedSlices on TensorFlow) sum their repeated rows first.
-            sums = [_backend.squared_norm(v) for v in values]
-            zero = ops.convert_to_tensor(0.0, "float32")
-            return ops.stack([sum((s for s, i in zip(sums, layer_of) if i == k), zero) for k in range(n)])
+            return layer_norms([_backend.scaled_squares(v) for v in values], layer_of, n)
 
         buffer = self.variables[0]
         old = buffer.value
         step = context.step
 
         def updated():
-            grad_sq = per_layer(context.effective_grads(accumulated))
+            grad = per_layer(context.effective_grads(accumulated))
             delta = per_layer([v.value - b for v, b in zip(context.variables, before)])
             size = per_layer(before)
-            ratios = ops.sqrt(ops.divide_no_nan(delta, size))
             count = old[0, 0]
             record = ops.concatenate([
                 ops.reshape(count + 1.0, (1,)),
                 ops.reshape(ops.cast(ops.convert_to_tensor(step), "float32"), (1,)),
-                ops.sqrt(grad_sq),
-                ratios,
+                grad,
+                ops.divide_no_nan(delta, size),
             ])
             row = 1 + ops.mod(ops.cast(count, "int32"), ROWS)
             target = ops.reshape(ops.equal(ops.arange(ROWS + 1), row), (ROWS + 1, 1))
@@ -146,10 +143,12 @@ class _NormClient(_tap.TapClient):
         small tensor ops per layer cost ~1400 Python calls per record."""
         ops = keras.ops
         grads = context.effective_grads(accumulated)
-        sums = [_backend.squared_norm(g) for g in grads]
-        sums += [_backend.squared_norm(v.value - b) for v, b in zip(context.variables, before)]
-        sums += [_backend.squared_norm(b) for b in before]
-        grad_sq, delta, size = ops.convert_to_numpy(ops.stack(sums)).reshape(3, -1)
+        parts = [_backend.scaled_squares(g) for g in grads]
+        parts += [_backend.scaled_squares(v.value - b) for v, b in zip(context.variables, before)]
+        parts += [_backend.scaled_squares(b) for b in before]
+        largest, sums = ops.convert_to_numpy(ops.stack([ops.stack(p) for p in parts], axis=1)).astype("float64")
+        # Squared norms m²·s in float64, where they cannot overflow.
+        grad_sq, delta, size = (np.square(largest) * sums).reshape(3, -1)
         state = np.array(ops.convert_to_numpy(self.variables[0].value))
         state[1 + int(state[0, 0]) % ROWS] = norm_record(state[0, 0] + 1, context.step, grad_sq, delta, size,
                                                          layer_of, len(self.layers))
@@ -157,12 +156,28 @@ class _NormClient(_tap.TapClient):
         self.variables[0].assign(state)
 
 
+def layer_norms(parts, layer_of, layers):
+    """Per-layer L2 norms (float32 vector) from each variable's `scaled_squares` (c, s) and its layer index.
+
+    A layer's norm is C·√Σ s·(c/C)², C the layer's largest c: no squared norm
+    is formed, so it overflows only past the float32 range. A term small
+    enough to underflow is below float32's precision of the total anyway.
+    """
+    ops = keras.ops
+    scales, sums = ops.stack([c for c, _ in parts]), ops.stack([s for _, s in parts])
+    ids = ops.convert_to_tensor(np.asarray(layer_of, "int32"))
+    top = ops.segment_max(scales, ids, num_segments=layers)  # >= 2^-100: never 0
+    total = ops.segment_sum(sums * ops.square(scales / ops.take(top, ids)), ids, num_segments=layers)
+    return top * ops.sqrt(total)
+
+
 def norm_record(count, step, grad_sq, delta_sq, size_sq, layer_of, layers):
     """One row of the ring buffer from per-variable squared norms (of the gradient, of the update
     and of the weights before it) and each variable's layer: [count, step, per-layer gradient norms,
     per-layer update ratios ‖Δw‖/‖w‖ (0 for a layer of zero weights)], float32."""
-    per_layer = [np.bincount(layer_of, weights=values, minlength=layers) for values in (grad_sq, delta_sq, size_sq)]
-    grad, delta, size = (values.astype("float32") for values in per_layer)
+    # In float64 up to the norms: the squares of float32 norms past ~1.8e19 are not float32 numbers.
+    grad, delta, size = (np.bincount(layer_of, weights=np.asarray(values, "float64"), minlength=layers)
+                         for values in (grad_sq, delta_sq, size_sq))
     ratios = np.sqrt(np.divide(delta, size, out=np.zeros_like(delta), where=size != 0))
     return np.concatenate([[count, step], np.sqrt(grad), ratios]).astype("float32")
 
