@@ -28,6 +28,12 @@ callbacks' `on_train_begin` and `on_train_end`. (Solving time = call +
 epochs * epoch from fits of two lengths left both unknowns below this
 machine's noise.)
 
+`--long` times the longer fits the structure issue measured: a CNN of two
+3x3 convolutions and Dense 128 on every digit tiled 4x (113 steps of batch
+64 per epoch), 2-epoch fits, plain, with a no-op callback and with all three,
+the callback instances made once and reused by every fit; the whole fit and
+its median epoch against the plain fit's.
+
 `--hooks` adds, per cell, the time spent inside the callbacks' own hooks
 (each hook a callback overrides, timed by a thin proxy), median over rounds,
 as a share of the plain fit: the host side of the cost, measured directly
@@ -35,6 +41,7 @@ rather than as a difference of two noisy fits. The rest of a cell's cost is
 in-graph (see `bench_step_cost.py`) or Keras's own handling of callbacks.
 
     python benchmarks/bench_callbacks.py [--rounds 40] [--seconds 0.25] [--only MLP] [--spread] [--hooks] [--per-call 8]
+    python benchmarks/bench_callbacks.py --long [--rounds 20]
 """
 
 import argparse
@@ -131,7 +138,7 @@ class HookTimer(keras.callbacks.Callback):
         self.inner.set_params(params)
 
 
-def timed_fit(model, x, y, callbacks, epochs):
+def timed_fit(model, x, y, callbacks, epochs, batch_size=32):
     # As timeit does: collect first, no garbage collection while timing (a
     # collection landing in one variant's fit is noise, not its cost).
     gc.collect()
@@ -140,7 +147,7 @@ def timed_fit(model, x, y, callbacks, epochs):
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model.fit(x, y, batch_size=32, epochs=epochs, verbose=0, callbacks=callbacks)
+            model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, callbacks=callbacks)
         return time.perf_counter() - start
     finally:
         gc.enable()
@@ -193,6 +200,70 @@ def per_call_cell(times, plain, hook_times):
     return f"{1000 * added:+.1f} ms, {ratio:.3f} [begin+end {1000 * set_up:.1f} ms]"
 
 
+def long_cnn():
+    return keras.Sequential([
+        keras.Input((8, 8, 1)),
+        keras.layers.Conv2D(32, 3, activation="relu"),
+        keras.layers.Conv2D(32, 3, activation="relu"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(128, activation="relu"),
+        keras.layers.Dense(10, activation="softmax"),
+    ])
+
+
+class EpochClock(keras.callbacks.Callback):
+    """Wall time of each epoch (epoch hooks only: Keras keeps its asynchronous dispatch)."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs, self._start = [], None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append(time.perf_counter() - self._start)
+
+
+def long_fits(rounds, epochs=2):
+    """Whole fits and their epochs, plain / with all three callbacks, on a longer fit: every digit
+    (1797) tiled 4x, two 3x3 convolutions of 32 and Dense 128, batch 64 (113 steps per epoch),
+    `epochs`-epoch fits; the callback instances are made once and reused by every fit, as in a
+    script that calls `fit` in a loop. Each variant also carries an `EpochClock`."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x = np.tile((x / 16.0).astype("float32").reshape(-1, 8, 8, 1), (4, 1, 1, 1))
+    y = np.tile(y.astype("int32"), 4)
+    variants = {"plain": [], "no-op callback": [keras.callbacks.Callback()],
+                "all three": CALLBACKS["all three"]()}
+    models, fits, epoch_times = {}, {v: [] for v in variants}, {v: [] for v in variants}
+    for variant, callbacks in variants.items():
+        keras.utils.set_random_seed(0)
+        models[variant] = long_cnn()
+        models[variant].compile("adam", "sparse_categorical_crossentropy")
+        models[variant].fit(x, y, batch_size=64, epochs=1, verbose=0, callbacks=callbacks)  # warm-up
+    order = list(variants)
+    for round_ in range(rounds):
+        shift = round_ % len(order)
+        for variant in order[shift:] + order[:shift]:
+            clock = EpochClock()
+            fits[variant].append(timed_fit(models[variant], x, y, variants[variant] + [clock], epochs, 64))
+            epoch_times[variant].append(statistics.median(clock.epochs))
+    print(f"### {keras.backend.backend()}: {epochs}-epoch fits of 113 steps (CNN, 7188 samples, batch 64), "
+          f"callbacks reused across fits; median of {rounds} interleaved rounds\n")
+    print("| variant | fit (s) | fit / plain | epoch (s) | epoch / plain |")
+    print("|---|---|---|---|---|")
+    for variant in variants:
+        cells = []
+        for times in (fits, epoch_times):
+            ratios = [t / p for t, p in zip(times[variant], times["plain"])]
+            quartiles = statistics.quantiles(ratios, n=4)
+            cells += [f"{statistics.median(times[variant]):.3f}",
+                      f"{statistics.median(ratios):.3f} ({quartiles[0]:.2f}-{quartiles[2]:.2f})"]
+        print(f"| {variant} | " + " | ".join(cells) + " |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=40)
@@ -202,7 +273,11 @@ def main():
     parser.add_argument("--hooks", action="store_true", help="also print the time inside the callbacks' hooks")
     parser.add_argument("--per-call", type=int, default=None, metavar="N",
                         help="the cost per fit call, from fits of one epoch over the first N batches")
+    parser.add_argument("--long", action="store_true",
+                        help="2-epoch fits of 113 steps with the same callback instances reused (whole fit and epoch)")
     args = parser.parse_args()
+    if args.long:
+        return long_fits(args.rounds)
     (x, y), _ = load_digits_split(0)
     if args.per_call:
         print(f"### {keras.backend.backend()}: ms added per fit call (one epoch of {args.per_call} batches) and "
