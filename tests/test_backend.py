@@ -22,6 +22,14 @@ def test_all_finite_and_finite_terms_match_numpy(poison, where):
     assert bool(keras.ops.convert_to_numpy(_backend.finite_of(_backend.finite_terms(tensors)))) is expected
 
 
+@pytest.mark.parametrize("value", [1.5, -3e38, np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("shape", [(), (1,), (1, 1)])
+def test_all_finite_of_one_number_matches_numpy(value, shape):
+    # A loss: one number, read directly on torch.
+    tensor = keras.ops.convert_to_tensor(np.full(shape, value, "float32"))
+    assert bool(keras.ops.convert_to_numpy(_backend.all_finite([tensor]))) is bool(np.isfinite(value))
+
+
 @only_backends("tensorflow")
 def test_a_sparse_gradient_is_checked_by_its_values():
     # Only TensorFlow hands an Embedding's gradient over as IndexedSlices; JAX and torch give dense arrays.
