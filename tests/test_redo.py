@@ -188,6 +188,15 @@ def test_a_seed_gives_the_same_fresh_weights_and_another_seed_others():
     assert not np.any(revived_with(6) == first)
 
 
+def test_revival_seed_is_none_without_a_seed_and_its_own_per_revival():
+    assert redo.revival_seed(None, 1) is None
+    seeds = [redo.revival_seed(3, count) for count in range(1, 50)]
+    assert seeds == [redo.revival_seed(3, count) for count in range(1, 50)]  # reproducible
+    assert len(set(seeds)) == len(seeds)  # each revival its own
+    assert not set(seeds) & {redo.revival_seed(4, count) for count in range(1, 50)}  # another seed, others
+    assert all(isinstance(s, int) and 0 <= s < 2 ** 31 for s in seeds)  # a seed every backend takes
+
+
 def test_set_units_along_an_axis_from_a_source_or_zero():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="d")])
     kernel = model.get_layer("d").kernel

@@ -61,10 +61,10 @@ package and never branch on the backend themselves.
 - `bookkeeping_in_skip_branch()`: whether a guard writes a bad step's
   counters inside the skip branch of `apply_if` (TensorFlow, where a
   conditional of its own costs a function call per step).
-- `scaled_squares(tensor)`: (m, s), float32 scalars whose m·√s is a
-  gradient's L2 norm without overflow past ~1.8e19 (m its largest |entry|),
-  also for a sparse one (a TensorFlow `IndexedSlices` of an `Embedding`:
-  repeated ids' rows are summed before squaring).
+- `scaled_squares(tensor)`: (c, s), float32 scalars whose c·√s is a
+  gradient's L2 norm without overflow past ~1.8e19 (c its largest |entry|,
+  kept within [2^-100, 2^100]), also for a sparse one (a TensorFlow
+  `IndexedSlices` of an `Embedding`: repeated ids' rows are summed first).
 - `recording_train_function(model, function, record, limit=None)`: a train
   function that calls `record(batch)` with the batches `function` (the
   current train function) takes and runs `function`'s step on each

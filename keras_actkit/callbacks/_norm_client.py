@@ -146,9 +146,9 @@ class _NormClient(_tap.TapClient):
         parts = [_backend.scaled_squares(g) for g in grads]
         parts += [_backend.scaled_squares(v.value - b) for v, b in zip(context.variables, before)]
         parts += [_backend.scaled_squares(b) for b in before]
-        largest, sums = ops.convert_to_numpy(ops.stack([ops.stack(p) for p in parts], axis=1)).astype("float64")
-        # Squared norms m²·s in float64, where they cannot overflow.
-        grad_sq, delta, size = (np.square(largest) * sums).reshape(3, -1)
+        scales, sums = ops.convert_to_numpy(ops.stack([ops.stack(p) for p in parts], axis=1)).astype("float64")
+        # Squared norms c²·s in float64, where they cannot overflow.
+        grad_sq, delta, size = (np.square(scales) * sums).reshape(3, -1)
         state = np.array(ops.convert_to_numpy(self.variables[0].value))
         state[1 + int(state[0, 0]) % ROWS] = norm_record(state[0, 0] + 1, context.step, grad_sq, delta, size,
                                                          layer_of, len(self.layers))

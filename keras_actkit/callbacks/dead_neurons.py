@@ -114,7 +114,7 @@ class DeadNeuronMonitor(keras.callbacks.Callback):
         self.dead_units = {}  # layer -> boolean mask of the last check
         self.sites = []
         self._warned, self._previous, self._steps, self._epoch = set(), {}, 0, None
-        self._revivals = 0  # revivals so far: each draws with its own seed (`_revival_seed`)
+        self._revivals = 0  # revivals so far: each draws with its own seed (`redo.revival_seed`)
 
     # -- set-up ----------------------------------------------------------------
     def on_train_begin(self, logs=None):
@@ -243,25 +243,14 @@ class DeadNeuronMonitor(keras.callbacks.Callback):
                 if units.size and site.kernel_layer is None:
                     self._warn_once(("revive", site.name),
                                     f"DeadNeuronMonitor: cannot revive {site.name!r}: {site.why_not_revivable}.")
-                record.revived = redo.revive(self.model, site, units, self._revival_seed()) if units.size else 0
+                self._revivals += 1
+                record.revived = redo.revive(self.model, site, units, redo.revival_seed(self.seed, self._revivals))
                 if record.revived:
                     mask = mask.copy()
                     mask[units] = False
             self._previous[site.name] = mask
             self.dead_units[site.name] = mask
         return record
-
-    def _revival_seed(self):
-        """None without `seed`; else a seed of its own for each revival of this fit, derived from `seed`.
-
-        An initializer given one integer seed draws the same values at every
-        call: each revival would put the same weights into every layer of a
-        shape and into the same units each time they are revived again.
-        """
-        if self.seed is None:
-            return None
-        self._revivals += 1
-        return int(np.random.SeedSequence([self.seed, self._revivals]).generate_state(1)[0] >> 1)
 
     def _publish(self, record, logs):
         key = f"{record.kind}_fraction"

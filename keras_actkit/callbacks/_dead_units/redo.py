@@ -31,6 +31,18 @@ def revive(model, site, units, seed):
     return int(units.size)
 
 
+def revival_seed(seed, count):
+    """None without `seed`; else the seed of a fit's `count`-th revival, derived from `seed`.
+
+    An initializer given one integer seed draws the same values at every call:
+    each revival would put the same weights into every layer of one shape, and
+    into the same units each time they are revived again.
+    """
+    if seed is None:
+        return None
+    return int(np.random.SeedSequence([seed, count]).generate_state(1)[0] >> 1)
+
+
 def set_units(model, variable, units, axis, source):
     """Set `units` along `axis` of `variable` to `source`'s entries (0 when None), and restart
     those entries of the variable's optimizer slots (momentum, Adam moments)."""
