@@ -1,8 +1,8 @@
-"""GradientNormLogger's record, as put together on the host for eager (torch) steps, and its reading, against numpy."""
-
-import numpy as np
+"""GradientNormLogger's norm arithmetic (per-layer norms in the step, the record put together on the host for
+eager torch steps, its reading), against numpy."""
 
 import keras
+import numpy as np
 import pytest
 
 from keras_actkit import _backend
