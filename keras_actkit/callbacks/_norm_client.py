@@ -146,7 +146,10 @@ class _NormClient(_tap.TapClient):
         parts = [_backend.scaled_squares(g) for g in grads]
         parts += [_backend.scaled_squares(v.value - b) for v, b in zip(context.variables, before)]
         parts += [_backend.scaled_squares(b) for b in before]
-        scales, sums = ops.convert_to_numpy(ops.stack([ops.stack(p) for p in parts], axis=1)).astype("float64")
+        # One stack and one transfer, the scales then the sums (a stack per variable was 3 per layer more
+        # eager ops, ~5 us each).
+        flat = ops.convert_to_numpy(ops.stack([c for c, _ in parts] + [s for _, s in parts]))
+        scales, sums = flat.astype("float64").reshape(2, -1)
         # Squared norms c²·s in float64, where they cannot overflow.
         grad_sq, delta, size = (np.square(scales) * sums).reshape(3, -1)
         state = np.array(ops.convert_to_numpy(self.variables[0].value))
